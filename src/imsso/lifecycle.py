@@ -1,0 +1,93 @@
+"""Which operation applies in which state, and what a state looks like in Heat's words.
+
+Pure rules, shared by the service layer (to refuse early) and the engine (to move states).
+"""
+
+from __future__ import annotations
+
+from .model import Instance, InstanceState, NotApplicable, OperationKind
+
+S = InstanceState
+K = OperationKind
+
+# The states each operation may start from. Failed instances accept every operation:
+# operations are level-based, so running one again is the retry.
+ALLOWED_FROM: dict[OperationKind, frozenset[InstanceState]] = {
+    K.DEPLOY: frozenset({S.INITIALISED, S.FAILED}),
+    K.PROVISION: frozenset({S.DEPLOYED, S.ACTIVE, S.FAILED}),
+    K.UPDATE: frozenset({S.INITIALISED, S.DEPLOYED, S.ACTIVE, S.FAILED}),
+    K.SCALE: frozenset({S.INITIALISED, S.DEPLOYED, S.ACTIVE, S.FAILED}),
+    K.DISPOSE: frozenset({S.INITIALISED, S.DEPLOYING, S.DEPLOYED, S.PROVISIONING, S.ACTIVE,
+                          S.UPDATING, S.SCALING, S.HEALING, S.FAILED}),
+}
+
+RUNNING_STATE: dict[OperationKind, InstanceState] = {
+    K.DEPLOY: S.DEPLOYING,
+    K.PROVISION: S.PROVISIONING,
+    K.UPDATE: S.UPDATING,
+    K.SCALE: S.SCALING,
+    K.DISPOSE: S.DISPOSING,
+}
+
+# Heat's action words, kept in occi.mcn.stack.state for clients of the original.
+STACK_ACTION: dict[OperationKind, str] = {
+    K.DEPLOY: "CREATE",
+    K.PROVISION: "UPDATE",
+    K.UPDATE: "UPDATE",
+    K.SCALE: "UPDATE",
+    K.DISPOSE: "DELETE",
+}
+
+
+def check_applicable(instance: Instance, kind: OperationKind) -> None:
+    """Raise NotApplicable with the reason when `kind` cannot start now."""
+    if instance.state in ALLOWED_FROM[kind]:
+        if kind in (K.PROVISION,) and instance.state == S.FAILED and not _has_units(instance):
+            raise NotApplicable(
+                f"provision needs a deployed instance; '{instance.name}' failed before its deploy "
+                "finished: run deploy again first")
+        return
+    hint = {
+        S.INITIALISED: "deploy it first",
+        S.DISPOSED: "it has been disposed",
+        S.ACTIVE: "it is already deployed and provisioned",
+        S.DEPLOYED: "it is already deployed",
+    }.get(instance.state, "wait for the running operation to finish")
+    accepted = ", ".join(sorted(s.value for s in ALLOWED_FROM[kind]))
+    raise NotApplicable(
+        f"{kind.value} does not apply to instance '{instance.name}' in state {instance.state.value}: "
+        f"{hint} ({kind.value} applies in: {accepted})",
+        {"state": instance.state.value, "operation": kind.value})
+
+
+def _has_units(instance: Instance) -> bool:
+    # A failed instance that was once deployed keeps its stack state's CREATE_COMPLETE or later.
+    return instance.stack_state not in ("INIT_COMPLETE", "CREATE_FAILED", "CREATE_IN_PROGRESS")
+
+
+def state_after(instance: Instance, kind: OperationKind) -> InstanceState:
+    """Where a successful operation leaves the instance."""
+    if kind == K.DEPLOY:
+        return S.DEPLOYED
+    if kind == K.PROVISION:
+        return S.ACTIVE
+    if kind == K.DISPOSE:
+        return S.DISPOSED
+    if not _has_units(instance):
+        return S.INITIALISED
+    return S.ACTIVE if instance.provisioned else S.DEPLOYED
+
+
+def stack_state(kind: OperationKind, phase: str) -> str:
+    """Heat's status word for an operation phase: IN_PROGRESS, COMPLETE or FAILED."""
+    return f"{STACK_ACTION[kind]}_{phase}"
+
+
+def applicable_actions(instance: Instance) -> list[str]:
+    """The OCCI actions (deploy, provision) that apply now: one Link header each."""
+    if instance.current_operation_id:
+        return []
+    return [k.value for k in (K.DEPLOY, K.PROVISION)
+            if instance.state in ALLOWED_FROM[k]
+            and not (k == K.PROVISION and not _has_units(instance))
+            and not (k == K.DEPLOY and instance.state == S.FAILED and _has_units(instance))]

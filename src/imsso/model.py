@@ -1,0 +1,183 @@
+"""Pure types of the orchestrator: instances, units, operations, events, subscribers.
+
+No I/O here: the store maps these to tables, the faces render them, the engine changes them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+class InstanceState(StrEnum):
+    INITIALISED = "initialised"
+    DEPLOYING = "deploying"
+    DEPLOYED = "deployed"
+    PROVISIONING = "provisioning"
+    ACTIVE = "active"
+    UPDATING = "updating"
+    SCALING = "scaling"
+    HEALING = "healing"
+    DISPOSING = "disposing"
+    DISPOSED = "disposed"
+    FAILED = "failed"
+
+
+class OperationKind(StrEnum):
+    DEPLOY = "deploy"
+    PROVISION = "provision"
+    UPDATE = "update"
+    SCALE = "scale"
+    DISPOSE = "dispose"
+
+
+class OperationState(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+class UnitState(StrEnum):
+    PLANNED = "planned"      # address reserved, nothing started yet
+    STARTING = "starting"    # process launched, not yet answering its probe
+    RUNNING = "running"      # answers its probe and takes traffic
+    DRAINING = "draining"    # out of routing, finishing what it has
+    STOPPED = "stopped"
+    FAILED = "failed"
+
+
+class OrchestratorError(Exception):
+    """An error a user can act on. `code` picks the HTTP status in the faces."""
+
+    code = "invalid"
+
+    def __init__(self, message: str, details: dict[str, Any] | None = None):
+        super().__init__(message)
+        self.message = message
+        self.details = details or {}
+
+
+class InvalidInput(OrchestratorError):
+    code = "invalid"
+
+
+class NotFound(OrchestratorError):
+    code = "not_found"
+
+
+class Conflict(OrchestratorError):
+    code = "conflict"
+
+
+class NotApplicable(OrchestratorError):
+    """An action that does not apply in the instance's current state."""
+
+    code = "not_applicable"
+
+
+class Unauthorized(OrchestratorError):
+    code = "unauthorized"
+
+
+class Forbidden(OrchestratorError):
+    code = "forbidden"
+
+
+class Unavailable(OrchestratorError):
+    code = "unavailable"
+
+
+@dataclass
+class Instance:
+    id: str
+    tenant: str
+    name: str
+    profile: str
+    driver: str
+    domain: str
+    sizes: dict[str, int]
+    attributes: dict[str, Any]
+    state: InstanceState = InstanceState.INITIALISED
+    stack_state: str = "INIT_COMPLETE"
+    provisioned: bool = False
+    test_subscribers: bool = True
+    secret: str = ""  # shared secret of the instance's units (digest nonces)
+    block: int = 0    # the instance's address block (local driver: 127.x.<block>.0/24)
+    current_operation_id: str | None = None
+    failed_operation_id: str | None = None
+    created_at: dt.datetime = field(default_factory=utcnow)
+    updated_at: dt.datetime = field(default_factory=utcnow)
+
+
+@dataclass
+class Unit:
+    id: str
+    instance_id: str
+    name: str
+    role: str
+    index: int
+    address: str
+    state: UnitState = UnitState.PLANNED
+    pid: int | None = None
+    started_at: float | None = None  # process start time, to tell a reused pid apart
+    detail: str = ""
+
+
+@dataclass
+class StepRecord:
+    name: str
+    state: str  # "done" | "failed" | "running"
+    started_at: str
+    finished_at: str | None = None
+    detail: str = ""
+
+
+@dataclass
+class OperationError:
+    step: str
+    message: str
+    cause: str = ""
+
+
+@dataclass
+class Operation:
+    id: str
+    instance_id: str
+    kind: OperationKind
+    params: dict[str, Any]
+    state: OperationState = OperationState.QUEUED
+    steps: list[StepRecord] = field(default_factory=list)
+    error: OperationError | None = None
+    attempts: int = 0
+    created_at: dt.datetime = field(default_factory=utcnow)
+    started_at: dt.datetime | None = None
+    finished_at: dt.datetime | None = None
+
+
+@dataclass
+class Event:
+    id: int
+    instance_id: str
+    time: dt.datetime
+    kind: str  # "lifecycle" | "step" | "decision" | "failure" | "unit"
+    message: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Subscriber:
+    instance_id: str
+    user: str
+    domain: str
+    password: str
+
+    @property
+    def aor(self) -> str:
+        return f"sip:{self.user}@{self.domain}"

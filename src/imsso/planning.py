@@ -1,0 +1,150 @@
+"""From an instance, its profile and its units to a Plan: what must run where, with which configs.
+
+Pure: templates come in as text with the profile, paths come from the driver's layout, and the
+result is data a driver realises. Rendering here means every driver runs the same configs.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+
+import jinja2
+
+from .model import Instance, Unit
+from .profiles import Port, Profile
+
+SIP_PORT = 5060
+HTTP_PORT = 5080
+
+
+@dataclass(frozen=True)
+class DnsRecord:
+    name: str
+    type: str  # A | SRV | NAPTR
+    value: str
+    ttl: int = 60
+    priority: int = 0
+    weight: int = 0
+    port: int = 0
+
+
+@dataclass(frozen=True)
+class UnitPlan:
+    name: str
+    role: str
+    index: int
+    address: str
+    program: str
+    probe: str
+    ports: tuple[Port, ...]
+    files: dict[str, str]                       # file name -> rendered content
+    reload: dict[str, str] = field(default_factory=dict)
+    shm_mb: int = 32
+    children: int = 2
+
+
+@dataclass(frozen=True)
+class Plan:
+    instance_id: str
+    domain: str
+    units: tuple[UnitPlan, ...]
+    dns_records: tuple[DnsRecord, ...]
+    in_routing: tuple[str, ...]                 # units in the P-CSCF's dispatcher set
+
+    def unit(self, name: str) -> UnitPlan:
+        for unit in self.units:
+            if unit.name == name:
+                return unit
+        raise KeyError(name)
+
+    def role_units(self, role: str) -> list[UnitPlan]:
+        return [u for u in self.units if u.role == role]
+
+
+Layout = Callable[[Instance, str], dict[str, str]]
+
+
+def unit_name(role: str, index: int) -> str:
+    return f"{role}-{index}"
+
+
+def build(instance: Instance, profile: Profile, units: Iterable[Unit], layout: Layout,
+          in_routing: Iterable[str] | None = None) -> Plan:
+    """Render every unit's files. `in_routing` defaults to every routable unit."""
+    ordered = sorted(units, key=lambda u: (_order(profile, u.role), u.index))
+    routable = [u for u in ordered if profile.role(u.role).routable]
+    routing = tuple(u.name for u in routable if in_routing is None or u.name in set(in_routing))
+    records = tuple(dns_records(instance.domain, ordered))
+    env = _environment(profile)
+    planned = tuple(_unit_plan(env, instance, profile, u, ordered, routing, records, layout)
+                    for u in ordered)
+    return Plan(instance.id, instance.domain, planned, records, routing)
+
+
+def dns_records(domain: str, units: Iterable[Unit]) -> list[DnsRecord]:
+    """A for every unit and its role, SRV for SIP at the entry point and per role."""
+    units = list(units)
+    records = [DnsRecord(f"{u.name}.{domain}", "A", u.address) for u in units]
+    for role in sorted({u.role for u in units}):
+        members = [u for u in units if u.role == role]
+        records += [DnsRecord(f"{role}.{domain}", "A", u.address) for u in members]
+        if role == "dns":
+            records += [DnsRecord(f"ns.{domain}", "A", u.address) for u in members]
+            continue
+        for proto in ("udp", "tcp"):
+            records += [DnsRecord(f"_sip._{proto}.{role}.{domain}", "SRV", f"{u.name}.{domain}",
+                                  priority=10, weight=10, port=SIP_PORT) for u in members]
+            if role == "pcscf":  # the domain's own SIP service is its entry point
+                records += [DnsRecord(f"_sip._{proto}.{domain}", "SRV", f"{u.name}.{domain}",
+                                      priority=10, weight=10, port=SIP_PORT) for u in members]
+    return records
+
+
+def _order(profile: Profile, role: str) -> int:
+    return profile.order.index(role) if role in profile.order else len(profile.order)
+
+
+def _environment(profile: Profile) -> jinja2.Environment:
+    return jinja2.Environment(loader=jinja2.DictLoader(profile.templates),
+                              undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
+                              autoescape=False)
+
+
+def _unit_plan(env: jinja2.Environment, instance: Instance, profile: Profile, unit: Unit,
+               all_units: list[Unit], routing: tuple[str, ...], records: tuple[DnsRecord, ...],
+               layout: Layout) -> UnitPlan:
+    role = profile.role(unit.role)
+    context = _context(instance, unit, role, all_units, routing, records, layout(instance, unit.name))
+    files = {name: env.get_template(template).render(**context) for name, template in role.files.items()}
+    return UnitPlan(name=unit.name, role=unit.role, index=unit.index, address=unit.address,
+                    program=role.program, probe=role.probe, ports=role.ports, files=files,
+                    reload=dict(role.reload), shm_mb=role.shm_mb, children=role.children)
+
+
+def _context(instance: Instance, unit: Unit, role, all_units: list[Unit], routing: tuple[str, ...],
+             records: tuple[DnsRecord, ...], paths: dict[str, str]) -> dict:
+    def view(u: Unit) -> SimpleNamespace:
+        return SimpleNamespace(name=u.name, role=u.role, index=u.index, address=u.address)
+
+    same_role_before = [u.address for u in all_units if u.role == unit.role and u.index < unit.index]
+    pcscfs = [view(u) for u in all_units if u.role == "pcscf"]
+    return {
+        "unit": view(unit),
+        "domain": instance.domain,
+        "sip_port": SIP_PORT,
+        "http_port": HTTP_PORT,
+        "auth_secret": instance.secret,
+        "shm_mb": role.shm_mb,
+        "children": role.children,
+        "scscfs": [view(u) for u in all_units if u.name in routing],
+        # A unit joins the replication group through those started before it, so its config
+        # never changes when later ones come and go.
+        "dmq_peers": same_role_before,
+        "pcscf": pcscfs[0] if pcscfs else None,
+        "zone_json": json.dumps({"domain": instance.domain,
+                                 "records": [r.__dict__ for r in records]}, indent=1),
+        **paths,
+    }

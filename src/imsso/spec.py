@@ -1,0 +1,109 @@
+"""What a client may set on an instance, checked against its profile. Pure.
+
+Attributes arrive from OCCI (`X-OCCI-Attribute`) or JSON alike; this is the one place that says which
+names are accepted, which are outputs, and which bounds apply.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from .model import InvalidInput
+from .profiles import Profile
+
+SIZE_PREFIX = "imsso.size."
+# Shown by the orchestrator, never set by a client.
+OUTPUT_NAMES = {"occi.core.id", "occi.mcn.stack.id", "occi.mcn.stack.state", "mcn.service.state",
+                "imsso.operation", "imsso.operation.state", "imsso.error"}
+OUTPUT_PREFIXES = ("imsso.unit.", "imsso.event")
+CREATE_ONLY = {"imsso.profile", "imsso.driver", "imsso.domain"}
+SETTINGS = {"imsso.test_subscribers"}
+FREE_PREFIXES = ("mcn.", "occi.core.title", "occi.core.summary")
+DOMAIN_RE = re.compile(r"^(?=.{1,200}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
+ENDPOINT_RE = re.compile(r"^mcn\.endpoint\.[a-z0-9-]+\.[a-z0-9-]+\.(public|private)$")
+
+ACCEPTED = ("inputs under mcn. (e.g. mcn.endpoint.maas), imsso.size.<role>, imsso.test_subscribers, "
+            "and at creation imsso.profile, imsso.driver, imsso.domain")
+
+
+@dataclass
+class Changes:
+    """A client's request, split by what it changes."""
+
+    sizes: dict[str, int] = field(default_factory=dict)
+    attributes: dict[str, Any] = field(default_factory=dict)
+    create_only: dict[str, str] = field(default_factory=dict)
+    test_subscribers: bool | None = None
+
+    def empty(self) -> bool:
+        return not (self.sizes or self.attributes or self.create_only or self.test_subscribers is not None)
+
+
+def split(attributes: dict[str, Any]) -> Changes:
+    """Sort attributes into changes; refuse outputs and unknown names with what is accepted."""
+    changes = Changes()
+    for name, value in attributes.items():
+        if name in OUTPUT_NAMES or name.startswith(OUTPUT_PREFIXES) or ENDPOINT_RE.match(name):
+            raise InvalidInput(f"attribute {name} is set by the orchestrator and cannot be changed",
+                               {"attribute": name})
+        if name.startswith(SIZE_PREFIX):
+            changes.sizes[name[len(SIZE_PREFIX):]] = _as_int(name, value)
+        elif name in CREATE_ONLY:
+            changes.create_only[name] = _as_str(name, value)
+        elif name == "imsso.test_subscribers":
+            changes.test_subscribers = _as_bool(name, value)
+        elif name.startswith(FREE_PREFIXES):
+            changes.attributes[name] = value
+        else:
+            raise InvalidInput(f"unknown attribute {name}: accepted are {ACCEPTED}", {"attribute": name})
+    return changes
+
+
+def check_sizes(profile: Profile, sizes: dict[str, int]) -> None:
+    for role_name, count in sizes.items():
+        role = profile.role(role_name)
+        if not role.min <= count <= role.max:
+            raise InvalidInput(
+                f"size of {role_name} must be between {role.min} and {role.max} in profile "
+                f"{profile.name}, not {count}",
+                {"role": role_name, "min": role.min, "max": role.max, "given": count})
+
+
+def default_sizes(profile: Profile) -> dict[str, int]:
+    return {name: role.default for name, role in profile.roles.items()}
+
+
+def check_domain(domain: str) -> str:
+    domain = domain.strip().lower()
+    if not DOMAIN_RE.match(domain):
+        raise InvalidInput(f"imsso.domain '{domain}' is not a DNS domain name (e.g. ims.example.org)")
+    return domain
+
+
+def _as_int(name: str, value: Any) -> int:
+    if isinstance(value, bool):
+        raise InvalidInput(f"{name} must be a whole number, not {value!r}")
+    try:
+        number = int(str(value), 10)
+    except ValueError:
+        raise InvalidInput(f"{name} must be a whole number, not {value!r}") from None
+    return number
+
+
+def _as_bool(name: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "yes", "1"):
+        return True
+    if text in ("false", "no", "0"):
+        return False
+    raise InvalidInput(f"{name} must be true or false, not {value!r}")
+
+
+def _as_str(name: str, value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise InvalidInput(f"{name} must be a non-empty string, not {value!r}")
+    return value

@@ -1,0 +1,291 @@
+"""The store: instances, units, operations, events, subscribers and tokens in SQL.
+
+SQLite by default, PostgreSQL when the URL says so. Each call is its own short transaction, so
+the API threads and the engine's workers never hold a session across I/O.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import event
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from ..model import (Conflict, Event, Instance, InstanceState, NotFound, Operation, OperationError,
+                     OperationKind, OperationState, StepRecord, Subscriber, Unit, UnitState, utcnow)
+from .tables import EventRow, InstanceRow, OperationRow, SubscriberRow, TokenRow, UnitRow
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+MAX_BLOCKS = 256
+
+
+class Store:
+    def __init__(self, url: str):
+        self.url = url
+        self.engine = _engine(url)
+        self._session = sessionmaker(self.engine, expire_on_commit=False)
+
+    def migrate(self) -> None:
+        """Bring the schema to the newest migration (creating it on a new database)."""
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS))
+        with self.engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with self._session.begin() as session:
+            yield session
+
+    # tokens
+    def add_token(self, token_id: str, token_hash: str, tenant: str, expires_at: dt.datetime) -> None:
+        with self.session() as s:
+            s.add(TokenRow(id=token_id, token_hash=token_hash, tenant=tenant, created_at=utcnow(),
+                           expires_at=expires_at))
+
+    def find_token(self, token_hash: str) -> tuple[str, dt.datetime] | None:
+        with self.session() as s:
+            row = s.scalar(sa.select(TokenRow).where(TokenRow.token_hash == token_hash))
+            return (row.tenant, _aware(row.expires_at)) if row else None
+
+    # instances
+    def create_instance(self, instance: Instance) -> Instance:
+        """Insert with the lowest free address block; a live name taken is a Conflict."""
+        for _ in range(MAX_BLOCKS):
+            with self.session() as s:
+                if _live(s, instance.tenant, instance.name) is not None:
+                    raise Conflict(f"instance '{instance.name}' already exists for tenant "
+                                   f"{instance.tenant}", {"instance": instance.name})
+                taken = set(s.scalars(sa.select(InstanceRow.block).where(
+                    InstanceRow.state != InstanceState.DISPOSED.value)))
+            free = next((b for b in range(MAX_BLOCKS) if b not in taken), None)
+            if free is None:
+                raise Conflict(f"all {MAX_BLOCKS} address blocks are in use: dispose an instance first")
+            instance.block = free
+            try:
+                with self.session() as s:
+                    s.add(_instance_row(instance))
+                return instance
+            except IntegrityError:
+                continue  # another request took the block or the name at the same time: look again
+        raise Conflict("could not reserve an address block: too many concurrent creations")
+
+    def get_instance(self, instance_id: str) -> Instance:
+        with self.session() as s:
+            row = s.get(InstanceRow, instance_id)
+            if row is None:
+                raise NotFound(f"no instance {instance_id}")
+            return _instance(row)
+
+    def find_instance(self, tenant: str, name: str) -> Instance | None:
+        with self.session() as s:
+            row = _live(s, tenant, name)
+            return _instance(row) if row else None
+
+    def list_instances(self, tenant: str | None = None, live_only: bool = True) -> list[Instance]:
+        with self.session() as s:
+            query = sa.select(InstanceRow).order_by(InstanceRow.created_at)
+            if tenant is not None:
+                query = query.where(InstanceRow.tenant == tenant)
+            if live_only:
+                query = query.where(InstanceRow.state != InstanceState.DISPOSED.value)
+            return [_instance(r) for r in s.scalars(query)]
+
+    def save_instance(self, instance: Instance) -> None:
+        instance.updated_at = utcnow()
+        with self.session() as s:
+            s.merge(_instance_row(instance))
+
+    # operations
+    def start_operation(self, op: Operation) -> None:
+        """Insert `op` and make it the instance's current one, or raise Conflict naming the one running."""
+        with self.session() as s:
+            claimed = s.execute(
+                sa.update(InstanceRow)
+                .where(InstanceRow.id == op.instance_id, InstanceRow.current_operation_id.is_(None))
+                .values(current_operation_id=op.id, updated_at=utcnow())).rowcount
+            if not claimed:
+                running = s.scalar(sa.select(InstanceRow.current_operation_id)
+                                   .where(InstanceRow.id == op.instance_id))
+                kind = s.scalar(sa.select(OperationRow.kind).where(OperationRow.id == running))
+                raise Conflict(f"operation {running} ({kind}) is running on this instance: wait for it "
+                               f"to finish (GET /v1/operations/{running})",
+                               {"operation": running, "kind": kind})
+            s.add(_operation_row(op))
+
+    def save_operation(self, op: Operation) -> None:
+        with self.session() as s:
+            s.merge(_operation_row(op))
+
+    def get_operation(self, op_id: str) -> Operation:
+        with self.session() as s:
+            row = s.get(OperationRow, op_id)
+            if row is None:
+                raise NotFound(f"no operation {op_id}")
+            return _operation(row)
+
+    def operations(self, states: Iterable[OperationState] = (), instance_id: str | None = None
+                   ) -> list[Operation]:
+        with self.session() as s:
+            query = sa.select(OperationRow).order_by(OperationRow.created_at)
+            if states:
+                query = query.where(OperationRow.state.in_([st.value for st in states]))
+            if instance_id:
+                query = query.where(OperationRow.instance_id == instance_id)
+            return [_operation(r) for r in s.scalars(query)]
+
+    # units
+    def units(self, instance_id: str) -> list[Unit]:
+        with self.session() as s:
+            rows = s.scalars(sa.select(UnitRow).where(UnitRow.instance_id == instance_id)
+                             .order_by(UnitRow.role, UnitRow.idx))
+            return [_unit(r) for r in rows]
+
+    def add_unit(self, unit: Unit) -> None:
+        with self.session() as s:
+            s.add(_unit_row(unit))
+
+    def save_unit(self, unit: Unit) -> None:
+        with self.session() as s:
+            s.merge(_unit_row(unit))
+
+    def delete_unit(self, unit_id: str) -> None:
+        with self.session() as s:
+            s.execute(sa.delete(UnitRow).where(UnitRow.id == unit_id))
+
+    def addresses_in_use(self) -> set[str]:
+        with self.session() as s:
+            return set(s.scalars(sa.select(UnitRow.address)))
+
+    # events
+    def add_event(self, instance_id: str, kind: str, message: str, data: dict[str, Any] | None = None
+                  ) -> Event:
+        with self.session() as s:
+            row = EventRow(instance_id=instance_id, time=utcnow(), kind=kind, message=message,
+                           data=data or {})
+            s.add(row)
+            s.flush()
+            return _event(row)
+
+    def events(self, instance_id: str, since: int = 0, limit: int = 1000) -> list[Event]:
+        with self.session() as s:
+            rows = s.scalars(sa.select(EventRow).where(EventRow.instance_id == instance_id,
+                                                       EventRow.id > since)
+                             .order_by(EventRow.id).limit(limit))
+            return [_event(r) for r in rows]
+
+    # subscribers
+    def put_subscriber(self, sub: Subscriber) -> bool:
+        """Insert or replace; True when it was new."""
+        with self.session() as s:
+            existing = s.get(SubscriberRow, (sub.instance_id, sub.user, sub.domain))
+            s.merge(SubscriberRow(instance_id=sub.instance_id, user=sub.user, domain=sub.domain,
+                                  password=sub.password))
+            return existing is None
+
+    def delete_subscriber(self, instance_id: str, user: str, domain: str) -> bool:
+        with self.session() as s:
+            return bool(s.execute(sa.delete(SubscriberRow).where(
+                SubscriberRow.instance_id == instance_id, SubscriberRow.user == user,
+                SubscriberRow.domain == domain)).rowcount)
+
+    def subscribers(self, instance_id: str) -> list[Subscriber]:
+        with self.session() as s:
+            rows = s.scalars(sa.select(SubscriberRow).where(SubscriberRow.instance_id == instance_id)
+                             .order_by(SubscriberRow.user))
+            return [Subscriber(r.instance_id, r.user, r.domain, r.password) for r in rows]
+
+
+def _engine(url: str) -> sa.Engine:
+    if url.startswith("sqlite"):
+        engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_connection, _record):  # WAL lets the API read while a worker writes
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.close()
+
+        return engine
+    return sa.create_engine(url, pool_pre_ping=True)
+
+
+def _live(s: Session, tenant: str, name: str) -> InstanceRow | None:
+    return s.scalar(sa.select(InstanceRow).where(
+        InstanceRow.tenant == tenant, InstanceRow.name == name,
+        InstanceRow.state != InstanceState.DISPOSED.value))
+
+
+def _aware(value: dt.datetime | None) -> dt.datetime | None:
+    # SQLite returns naive datetimes; everything here is UTC.
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=dt.timezone.utc)
+    return value
+
+
+def _instance_row(i: Instance) -> InstanceRow:
+    return InstanceRow(
+        id=i.id, tenant=i.tenant, name=i.name, profile=i.profile, driver=i.driver, domain=i.domain,
+        block=i.block, sizes=dict(i.sizes), attributes=dict(i.attributes), state=i.state.value,
+        stack_state=i.stack_state, provisioned=i.provisioned, test_subscribers=i.test_subscribers,
+        secret=i.secret, current_operation_id=i.current_operation_id,
+        failed_operation_id=i.failed_operation_id, created_at=i.created_at, updated_at=i.updated_at)
+
+
+def _instance(r: InstanceRow) -> Instance:
+    return Instance(
+        id=r.id, tenant=r.tenant, name=r.name, profile=r.profile, driver=r.driver, domain=r.domain,
+        block=r.block, sizes=dict(r.sizes), attributes=dict(r.attributes),
+        state=InstanceState(r.state), stack_state=r.stack_state, provisioned=r.provisioned,
+        test_subscribers=r.test_subscribers, secret=r.secret,
+        current_operation_id=r.current_operation_id, failed_operation_id=r.failed_operation_id,
+        created_at=_aware(r.created_at), updated_at=_aware(r.updated_at))
+
+
+def _unit_row(u: Unit) -> UnitRow:
+    return UnitRow(id=u.id, instance_id=u.instance_id, name=u.name, role=u.role, idx=u.index,
+                   address=u.address, state=u.state.value, pid=u.pid, started_at=u.started_at,
+                   detail=u.detail)
+
+
+def _unit(r: UnitRow) -> Unit:
+    return Unit(id=r.id, instance_id=r.instance_id, name=r.name, role=r.role, index=r.idx,
+                address=r.address, state=UnitState(r.state), pid=r.pid, started_at=r.started_at,
+                detail=r.detail or "")
+
+
+def _operation_row(o: Operation) -> OperationRow:
+    return OperationRow(
+        id=o.id, instance_id=o.instance_id, kind=o.kind.value, params=dict(o.params),
+        state=o.state.value, steps=[dataclasses.asdict(s) for s in o.steps],
+        error=dataclasses.asdict(o.error) if o.error else None, attempts=o.attempts,
+        created_at=o.created_at, started_at=o.started_at, finished_at=o.finished_at)
+
+
+def _operation(r: OperationRow) -> Operation:
+    return Operation(
+        id=r.id, instance_id=r.instance_id, kind=OperationKind(r.kind), params=dict(r.params),
+        state=OperationState(r.state), steps=[StepRecord(**s) for s in r.steps],
+        error=OperationError(**r.error) if r.error else None, attempts=r.attempts,
+        created_at=_aware(r.created_at), started_at=_aware(r.started_at),
+        finished_at=_aware(r.finished_at))
+
+
+def _event(r: EventRow) -> Event:
+    return Event(id=r.id, instance_id=r.instance_id, time=_aware(r.time), kind=r.kind,
+                 message=r.message, data=dict(r.data))
