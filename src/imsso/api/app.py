@@ -1,0 +1,76 @@
+"""The web application: both faces on one server, errors rendered in the face's own format."""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException
+
+from ..model import OrchestratorError
+from .occi import routes as occi_routes
+from .rest import router as rest_router
+
+STATUS = {"invalid": 400, "not_applicable": 400, "not_found": 404, "conflict": 409,
+          "unauthorized": 401, "forbidden": 403, "unavailable": 503, "driver": 502}
+
+
+def create_app(app_state) -> FastAPI:
+    """`app_state` is the assembled orchestrator (service, engine, tokens) from imsso.server."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        app_state.start()
+        try:
+            yield
+        finally:
+            app_state.stop()
+
+    app = FastAPI(title="imsso", version="0.1.0", lifespan=lifespan,
+                  description="IMS Service Orchestrator: OCCI at /orchestrator/ and /ims/, JSON under /v1",
+                  openapi_url="/v1/openapi.json", docs_url="/v1/docs", redoc_url=None)
+    app.state.service = app_state.service
+    app.state.local_tokens = app_state.local_tokens
+    app.include_router(rest_router)
+    app.include_router(occi_routes.router)
+
+    @app.exception_handler(OrchestratorError)
+    async def orchestrator_error(request: Request, exc: OrchestratorError) -> Response:
+        return error_response(request, STATUS.get(exc.code, 400), exc.code, exc.message, exc.details)
+
+    for error_type, status in occi_routes.OCCI_ERRORS.items():
+        app.add_exception_handler(error_type, _plain_handler(status))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
+        details = [{"where": ".".join(str(p) for p in e["loc"]), "problem": e["msg"]} for e in exc.errors()]
+        message = "; ".join(f"{d['where']}: {d['problem']}" for d in details)
+        return error_response(request, 400, "invalid", f"invalid request: {message}", {"errors": details})
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http")
+        message = {404: f"no resource at {request.url.path}",
+                   405: f"{request.method} is not allowed on {request.url.path}"}.get(
+            exc.status_code, str(exc.detail))
+        response = error_response(request, exc.status_code, code, message, {})
+        for name, value in (exc.headers or {}).items():
+            response.headers[name] = value
+        return response
+
+    return app
+
+
+def _plain_handler(status: int):
+    async def handler(request: Request, exc: Exception) -> Response:
+        return error_response(request, status, "invalid", str(exc), {})
+
+    return handler
+
+
+def error_response(request: Request, status: int, code: str, message: str, details: dict) -> Response:
+    if request.url.path.startswith("/v1"):
+        return JSONResponse({"error": {"code": code, "message": message, "details": details}}, status)
+    return occi_routes.occi_error(request, status, message)

@@ -1,0 +1,370 @@
+"""The `imsso` command. Everything but `serve` talks to the API over HTTP, never to the store."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import httpx
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .config import Settings
+
+app = typer.Typer(help="IMS Service Orchestrator: deploy, watch, scale and dispose of IMS cores.",
+                  no_args_is_help=True, add_completion=False)
+token_app = typer.Typer(help="Tokens for the API.", no_args_is_help=True)
+subs_app = typer.Typer(help="Subscribers of an instance.", no_args_is_help=True)
+app.add_typer(token_app, name="token")
+app.add_typer(subs_app, name="subscriber")
+out = Console()
+err = Console(stderr=True)
+SERVER_START_TIMEOUT = 30.0
+OPERATION_TIMEOUT = 300.0
+
+
+class ApiError(Exception):
+    pass
+
+
+class Client:
+    """The API as the CLI sees it: base URL from IMSSO_URL, token and tenant from the environment."""
+
+    def __init__(self, url: str | None = None, token: str | None = None, tenant: str | None = None):
+        self.url = (url or os.environ.get("IMSSO_URL") or "http://127.0.0.1:8051").rstrip("/")
+        self.token = token or os.environ.get("IMSSO_TOKEN", "")
+        self.tenant = tenant or os.environ.get("IMSSO_TENANT", "")
+
+    def request(self, method: str, path: str, **kwargs) -> httpx.Response:
+        headers = {"X-Auth-Token": self.token, "X-Tenant-Name": self.tenant, **kwargs.pop("headers", {})}
+        try:
+            response = httpx.request(method, self.url + path, headers=headers, timeout=30, **kwargs)
+        except httpx.HTTPError as exc:
+            raise ApiError(f"cannot reach imsso at {self.url}: {exc} (is `imsso serve` running?)") from exc
+        if response.status_code >= 400:
+            try:
+                message = response.json()["error"]["message"]
+            except Exception:
+                message = response.text.strip()
+            raise ApiError(f"{method} {path}: {response.status_code}: {message}")
+        return response
+
+    def json(self, method: str, path: str, **kwargs) -> Any:
+        response = self.request(method, path, **kwargs)
+        return response.json() if response.content else None
+
+    def healthy(self) -> bool:
+        try:
+            return httpx.get(self.url + "/v1/health", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+
+def _fail(message: str) -> None:
+    err.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(1)
+
+
+def _client() -> Client:
+    client = Client()
+    if not client.token or not client.tenant:
+        _fail("set IMSSO_TOKEN and IMSSO_TENANT (export IMSSO_TOKEN=$(imsso token issue --tenant T))")
+    return client
+
+
+@app.command()
+def serve(listen: Optional[str] = typer.Option(None, help="host:port (IMSSO_LISTEN)"),
+          data_dir: Optional[Path] = typer.Option(None, help="state folder (IMSSO_DATA_DIR)"),
+          database_url: Optional[str] = typer.Option(None, help="SQLAlchemy URL (IMSSO_DATABASE_URL)"),
+          driver: Optional[str] = typer.Option(None, help="default driver (IMSSO_DRIVER)"),
+          profile: Optional[str] = typer.Option(None, help="default profile (IMSSO_PROFILE)")) -> None:
+    """Run the API and the engine in the foreground."""
+    from .model import OrchestratorError
+    from .server import serve as run_server
+
+    settings = _settings(listen, data_dir, database_url, driver, profile)
+    try:
+        run_server(settings)
+    except OrchestratorError as exc:
+        _fail(exc.message)
+
+
+def _settings(listen=None, data_dir=None, database_url=None, driver=None, profile=None) -> Settings:
+    s = Settings.from_env()
+    s.listen = listen or s.listen
+    s.data_dir = data_dir or s.data_dir
+    s.database_url = database_url or s.database_url
+    s.driver = driver or s.driver
+    s.profile = profile or s.profile
+    return s.resolved()
+
+
+@token_app.command("issue")
+def token_issue(tenant: str = typer.Option(..., help="the tenant the token acts for"),
+                ttl: Optional[int] = typer.Option(None, help="lifetime in seconds")) -> None:
+    """Print a new token for TENANT alone on stdout (needs the data folder's admin.token)."""
+    settings = _settings()
+    admin = settings.data_dir / "admin.token"
+    if not admin.exists():
+        _fail(f"no {admin}: start `imsso serve` first (it creates the admin token)")
+    try:
+        body = Client(token=admin.read_text().strip()).json(
+            "POST", "/v1/tokens", json={"tenant": tenant, "ttl": ttl})
+    except ApiError as exc:
+        _fail(str(exc))
+    print(body["token"])
+
+
+@app.command("list")
+def list_instances() -> None:
+    """The tenant's instances."""
+    rows = _call(_client().json, "GET", "/v1/instances")
+    table = Table("name", "state", "stack", "profile", "driver", "sizes", "P-CSCF")
+    for i in rows:
+        pcscf = next((u["address"] for u in i["units"] if u["role"] == "pcscf"), "")
+        table.add_row(i["name"], i["state"], i["stack_state"], i["profile"], i["driver"],
+                      " ".join(f"{k}={v}" for k, v in i["sizes"].items()), pcscf)
+    out.print(table)
+
+
+@app.command()
+def show(name: str = typer.Argument("default")) -> None:
+    """An instance, its units and its last failure."""
+    i = _call(_client().json, "GET", f"/v1/instances/{name}")
+    out.print(f"[bold]{i['name']}[/bold] ({i['id']}) state={i['state']} stack={i['stack_state']} "
+              f"profile={i['profile']} driver={i['driver']} domain={i['domain']}")
+    table = Table("unit", "role", "address", "state", "pid")
+    for u in i["units"]:
+        table.add_row(u["name"], u["role"], u["address"], u["state"], str(u["pid"] or ""))
+    out.print(table)
+    for name_, value in i["attributes"].items():
+        out.print(f"{name_} = {value}")
+    if i["failed_operation"]:
+        e = i["failed_operation"]["error"]
+        out.print(f"[red]{i['failed_operation']['kind']} failed at {e['step']}: {e['message']}[/red]")
+        if e.get("cause"):
+            out.print(e["cause"])
+
+
+@app.command()
+def scale(name: str, sizes: list[str] = typer.Argument(..., help="ROLE=COUNT, e.g. scscf=3")) -> None:
+    """Change the number of units of roles, e.g. `imsso scale default scscf=3`."""
+    parsed = {}
+    for item in sizes:
+        role, _, count = item.partition("=")
+        if not count.isdigit():
+            _fail(f"'{item}' is not ROLE=COUNT (e.g. scscf=3)")
+        parsed[role] = int(count)
+    client = _client()
+    op = _call(client.json, "PATCH", f"/v1/instances/{name}", json={"sizes": parsed})
+    _follow(client, op)
+
+
+@app.command()
+def dispose(name: str = typer.Argument("default")) -> None:
+    """Remove the instance and everything it created."""
+    client = _client()
+    _follow(client, _call(client.json, "DELETE", f"/v1/instances/{name}"))
+
+
+@app.command()
+def events(name: str = typer.Argument("default"), since: int = 0) -> None:
+    """The instance's event log: steps, decisions, failures."""
+    for e in _call(_client().json, "GET", f"/v1/instances/{name}/events", params={"since": since}):
+        out.print(f"{e['id']:>5} {e['time'][:19]} {e['kind']:<10} {e['message']}")
+
+
+@subs_app.command("list")
+def subscriber_list(instance: str = typer.Argument("default")) -> None:
+    for s in _call(_client().json, "GET", f"/v1/instances/{instance}/subscribers"):
+        out.print(s["aor"])
+
+
+@subs_app.command("add")
+def subscriber_add(user: str, password: str = typer.Option(..., prompt=True, hide_input=True),
+                   instance: str = typer.Option("default")) -> None:
+    s = _call(_client().json, "POST", f"/v1/instances/{instance}/subscribers",
+              json={"user": user, "password": password})
+    out.print(f"added {s['aor']}")
+
+
+@subs_app.command("remove")
+def subscriber_remove(user: str, instance: str = typer.Option("default")) -> None:
+    _call(_client().request, "DELETE", f"/v1/instances/{instance}/subscribers/{user}")
+    out.print(f"removed {user}")
+
+
+@app.command()
+def up(tenant: str = typer.Option("demo", envvar="IMSSO_TENANT", help="tenant of the default instance"),
+       scscf: Optional[int] = typer.Option(None, help="number of S-CSCFs"),
+       profile: Optional[str] = typer.Option(None, help="profile (the server's default if absent)")) -> None:
+    """Start the service, deploy and provision the default instance, print how to use it, keep serving."""
+    settings = _settings()
+    client = Client(url=f"http://{settings.listen}", tenant=tenant)
+    server = None if client.healthy() else _start_server(settings)
+    try:
+        client.token = _issue(settings, client, tenant)
+        instance = _ensure_default(client, scscf, profile)
+        _print_summary(client, instance)
+        if server is None:
+            out.print("(the service was already running: it keeps running)")
+            return
+        out.print("[bold]Serving.[/bold] Ctrl-C stops the service (the IMS keeps running; "
+                  "`imsso down` disposes of it).")
+        server.wait()
+    except ApiError as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if server is not None and server.poll() is None:
+            server.send_signal(signal.SIGTERM)
+            server.wait(timeout=15)
+
+
+@app.command()
+def down(tenant: str = typer.Option("demo", envvar="IMSSO_TENANT")) -> None:
+    """Dispose of the default instance and stop the service."""
+    settings = _settings()
+    client = Client(url=f"http://{settings.listen}", tenant=tenant)
+    if not client.healthy():
+        _start_server(settings)
+    try:
+        client.token = _issue(settings, client, tenant)
+        try:
+            _follow(client, client.json("DELETE", "/v1/instances/default"))
+        except ApiError as exc:
+            if ": 404:" not in str(exc):
+                raise
+            out.print("no default instance")
+    except ApiError as exc:
+        _fail(str(exc))
+    _stop_server(settings)
+
+
+def _start_server(settings: Settings) -> subprocess.Popen:
+    log = settings.data_dir / "serve.log"
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "IMSSO_DATA_DIR": str(settings.data_dir), "IMSSO_LISTEN": settings.listen}
+    with open(log, "ab") as handle:
+        server = subprocess.Popen([sys.executable, "-m", "imsso", "serve"], env=env, stdout=handle,
+                                  stderr=handle, stdin=subprocess.DEVNULL)
+    client = Client(url=f"http://{settings.listen}")
+    deadline = time.monotonic() + SERVER_START_TIMEOUT
+    with out.status(f"starting imsso on {settings.listen}"):
+        while not client.healthy():
+            if server.poll() is not None or time.monotonic() > deadline:
+                tail = log.read_text(errors="replace").splitlines()[-15:]
+                _fail(f"imsso serve did not start (log {log}):\n" + "\n".join(tail))
+            time.sleep(0.1)
+    out.print(f"imsso serving on http://{settings.listen} (log: {log})")
+    return server
+
+
+def _stop_server(settings: Settings) -> None:
+    pid_path = settings.data_dir / "imsso.pid"
+    if not pid_path.exists():
+        return
+    pid = int(pid_path.read_text())
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and pid_path.exists():
+        time.sleep(0.1)
+    out.print("imsso stopped")
+
+
+def _issue(settings: Settings, client: Client, tenant: str) -> str:
+    admin = (settings.data_dir / "admin.token").read_text().strip()
+    return Client(url=client.url, token=admin).json("POST", "/v1/tokens", json={"tenant": tenant})["token"]
+
+
+def _ensure_default(client: Client, scscf: int | None, profile: str | None) -> dict:
+    try:
+        instance = client.json("GET", "/v1/instances/default")
+    except ApiError as exc:
+        if ": 404:" not in str(exc):
+            raise
+        body: dict[str, Any] = {"name": "default", "sizes": {"scscf": scscf} if scscf else {}}
+        if profile:
+            body["profile"] = profile
+        created = client.json("POST", "/v1/instances", json=body)
+        _follow(client, created["operation"])
+        return client.json("GET", "/v1/instances/default")
+    if instance["current_operation"]:
+        _follow(client, client.json("GET", f"/v1/operations/{instance['current_operation']}"))
+    instance = client.json("GET", "/v1/instances/default")
+    for action, states in (("deploy", ("initialised", "failed")), ("provision", ("deployed", "failed"))):
+        if instance["state"] in states and not (action == "deploy" and instance["provisioned"]):
+            _follow(client, client.json("POST", f"/v1/instances/default/actions/{action}"))
+            instance = client.json("GET", "/v1/instances/default")
+    if scscf and instance["sizes"].get("scscf") != scscf:
+        _follow(client, client.json("PATCH", "/v1/instances/default", json={"sizes": {"scscf": scscf}}))
+        instance = client.json("GET", "/v1/instances/default")
+    return instance
+
+
+def _follow(client: Client, op: dict) -> dict:
+    """Show an operation's steps as they happen, then the ones chained after it; fail on failure."""
+    while op is not None:
+        shown = 0
+        deadline = time.monotonic() + OPERATION_TIMEOUT
+        with out.status(f"{op['kind']} …") as status:
+            while True:
+                op = client.json("GET", f"/v1/operations/{op['id']}")
+                for step in op["steps"][shown:]:
+                    if step["state"] == "running":
+                        status.update(f"{op['kind']}: {step['name']} …")
+                        break
+                    mark = "[green]✓[/green]" if step["state"] == "done" else "[red]✗[/red]"
+                    detail = f" — {step['detail']}" if step["detail"] else ""
+                    out.print(f"{mark} {op['kind']}: {step['name']}{detail}")
+                    shown += 1
+                if op["state"] in ("succeeded", "failed") or time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
+        if op["state"] == "failed":
+            e = op["error"]
+            raise ApiError(f"{op['kind']} failed at '{e['step']}': {e['message']}"
+                           + (f"\n{e['cause']}" if e.get("cause") else ""))
+        if op["state"] != "succeeded":
+            raise ApiError(f"{op['kind']} still {op['state']} after {OPERATION_TIMEOUT:.0f} s")
+        out.print(f"[green]{op['kind']} succeeded[/green]")
+        follow = op["params"].get("followed_by")
+        op = client.json("GET", f"/v1/operations/{follow}") if follow else None
+    return {}
+
+
+def _print_summary(client: Client, instance: dict) -> None:
+    pcscf = next((u["address"] for u in instance["units"] if u["role"] == "pcscf"), "?")
+    dns = next((u["address"] for u in instance["units"] if u["role"] == "dns"), "?")
+    table = Table(title=f"IMS '{instance['name']}' is {instance['state']}", show_header=False)
+    table.add_row("P-CSCF", f"sip:{pcscf}:5060 (UDP and TCP)")
+    table.add_row("domain", instance["domain"])
+    table.add_row("DNS", f"{dns} port 53")
+    for sub in client.json("GET", "/v1/instances/default/subscribers"):
+        full = client.json("GET", f"/v1/instances/default/subscribers/{sub['user']}")
+        table.add_row("subscriber", f"{full['aor']}  password {full['password']}")
+    table.add_row("token", client.token)
+    table.add_row("tenant", client.tenant)
+    out.print(table)
+    out.print(f"export IMSSO_TOKEN={client.token} IMSSO_TENANT={client.tenant}")
+
+
+def _call(fn, *args, **kwargs):
+    try:
+        return fn(*args, **kwargs)
+    except ApiError as exc:
+        _fail(str(exc))
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,67 @@
+"""Settings from the environment; `imsso serve` flags override them. Defaults serve one machine."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .model import InvalidInput
+
+
+def _default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(base) / "imsso"
+
+
+@dataclass
+class Settings:
+    listen: str = "127.0.0.1:8051"
+    data_dir: Path = field(default_factory=_default_data_dir)
+    database_url: str = ""
+    driver: str = "local"
+    profile: str = "sip-core"
+    keystone_url: str = ""
+    address_pool: str = "127.100.0.0/16"
+    dns_port: int = 53
+    token_ttl: int = 12 * 3600
+    workers: int = 4
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
+        env = dict(os.environ if env is None else env)
+        s = cls()
+        s.listen = env.get("IMSSO_LISTEN", s.listen)
+        if env.get("IMSSO_DATA_DIR"):
+            s.data_dir = Path(env["IMSSO_DATA_DIR"])
+        s.database_url = env.get("IMSSO_DATABASE_URL", "")
+        s.driver = env.get("IMSSO_DRIVER", s.driver)
+        s.profile = env.get("IMSSO_PROFILE", s.profile)
+        s.keystone_url = env.get("IMSSO_KEYSTONE_URL") or env.get("DESIGN_URI", "")
+        s.address_pool = env.get("IMSSO_ADDRESS_POOL", s.address_pool)
+        s.dns_port = int(env.get("IMSSO_DNS_PORT", s.dns_port))
+        s.token_ttl = int(env.get("IMSSO_TOKEN_TTL", s.token_ttl))
+        return s
+
+    def resolved(self) -> "Settings":
+        """Fill what depends on other settings and check what can be checked before starting."""
+        self.data_dir = self.data_dir.expanduser().absolute()
+        if not self.database_url:
+            self.database_url = f"sqlite:///{self.data_dir / 'imsso.sqlite'}"
+        host, _, port = self.listen.rpartition(":")
+        if not host or not port.isdigit():
+            raise InvalidInput(f"IMSSO_LISTEN '{self.listen}' must be host:port, e.g. 127.0.0.1:8051")
+        pool = ipaddress.ip_network(self.address_pool, strict=False)
+        if not pool.subnet_of(ipaddress.ip_network("127.0.0.0/8")) or pool.prefixlen > 16:
+            raise InvalidInput(f"IMSSO_ADDRESS_POOL '{self.address_pool}' must be a /16 (or larger) "
+                               "inside 127.0.0.0/8, e.g. 127.100.0.0/16")
+        return self
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0]
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])

@@ -1,0 +1,251 @@
+"""The local driver: Kamailio and DNS units as processes on loopback addresses of this machine.
+
+Folders: <data>/instances/<instance id>/units/<unit>/ holds a unit's configs, pid file and log;
+<data>/instances/<instance id>/subscribers.sqlite is the table the S-CSCFs authenticate against.
+"""
+
+from __future__ import annotations
+
+import glob
+import ipaddress
+import os
+import shutil
+import signal
+import sqlite3
+import sys
+import time
+from pathlib import Path
+
+from ...model import Instance, Subscriber, Unit, UnitState
+from ...planning import HTTP_PORT, SIP_PORT, Plan, UnitPlan
+from ...profiles import Profile
+from .. import DriverError
+from . import processes, probes, sipcheck
+from .kamrpc import KamailioRpc, RpcError
+
+KAMAILIO_PACKAGES = ("kamailio kamailio-extra-modules kamailio-utils-modules kamailio-sqlite-modules "
+                     "kamailio-json-modules")
+MODULE_PACKAGES = {"db_sqlite": "kamailio-sqlite-modules", "json": "kamailio-json-modules",
+                   "jansson": "kamailio-extra-modules"}
+PROBE_INTERVAL = 0.05
+
+
+class LocalDriver:
+    name = "local"
+
+    def __init__(self, data_dir: Path, address_pool: str = "127.100.0.0/16", dns_port: int = 53):
+        self.data_dir = Path(data_dir)
+        self.pool = ipaddress.ip_network(address_pool, strict=False)
+        self.dns_port = dns_port
+
+    def allocate_address(self, instance: Instance, taken: set[str]) -> str:
+        """The lowest free host of the instance's /24 (its block) in the pool."""
+        block = list(self.pool.subnets(new_prefix=24))[instance.block]
+        for host in list(block.hosts())[1:]:  # .1 stays free: it is the block's "gateway" by habit
+            if str(host) not in taken:
+                return str(host)
+        raise DriverError(f"no free address left in {block} for instance {instance.name}")
+
+    # where things live
+    def instance_dir(self, instance: Instance) -> Path:
+        return self.data_dir / "instances" / instance.id
+
+    def unit_dir(self, instance: Instance, unit_name: str) -> Path:
+        return self.instance_dir(instance) / "units" / unit_name
+
+    def layout(self, instance: Instance, unit_name: str) -> dict[str, str]:
+        return {"unit_dir": str(self.unit_dir(instance, unit_name)),
+                "subscribers_db": str(self.instance_dir(instance) / "subscribers.sqlite"),
+                "dns_port": str(self.dns_port)}
+
+    # checks before starting anything
+    def preflight(self, instance: Instance, plan: Plan, new_units: list[str]) -> None:
+        programs = {plan.unit(n).program for n in new_units}
+        if "kamailio" in programs:
+            self._check_kamailio(plan, new_units)
+        for name in new_units:
+            self._check_ports(plan.unit(name))
+
+    def _check_kamailio(self, plan: Plan, new_units: list[str]) -> None:
+        if shutil.which("kamailio") is None:
+            raise DriverError("kamailio is not installed: install the Debian packages "
+                              f"{KAMAILIO_PACKAGES} (apt-get install ...)")
+        module_dirs = glob.glob("/usr/lib/*/kamailio/modules") + glob.glob("/usr/lib/kamailio/modules")
+        available = {Path(p).stem for d in module_dirs for p in glob.glob(f"{d}/*.so")}
+        wanted = {line.split('"')[1].removesuffix(".so")
+                  for n in new_units for text in plan.unit(n).files.values()
+                  for line in text.splitlines() if line.strip().startswith("loadmodule")}
+        missing = sorted(wanted - available)
+        if missing:
+            packages = sorted({MODULE_PACKAGES.get(m, "kamailio") for m in missing})
+            raise DriverError(f"Kamailio modules missing: {', '.join(missing)}: install the Debian "
+                              f"packages {' '.join(packages)}")
+
+    def _check_ports(self, unit: UnitPlan) -> None:
+        for port in unit.ports:
+            number = self.dns_port if unit.program == "dns" else port.port
+            if not probes.port_free(unit.address, number, port.protocol):
+                raise DriverError(
+                    f"address {unit.address} port {number}/{port.protocol} for {unit.name} is in use "
+                    "by another process: stop it, or set IMSSO_ADDRESS_POOL to another 127.x.0.0/16")
+
+    # units
+    def ensure_unit(self, instance: Instance, unit: Unit, plan: UnitPlan) -> Unit:
+        folder = self.unit_dir(instance, unit.name)
+        marker = f"{folder}/"
+        if processes.alive(unit.pid, unit.started_at, marker):
+            return unit
+        found = processes.main_process(marker)
+        if found:  # started before a restart of ours, pid not yet recorded
+            unit.pid, unit.started_at = found
+            unit.detail = "adopted"
+            return unit
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, content in plan.files.items():
+            _write(folder / name, content)
+        unit.pid, unit.started_at = processes.spawn(self._argv(plan, folder), folder, folder / "unit.log")
+        unit.state = UnitState.STARTING
+        unit.detail = "started"
+        return unit
+
+    def _argv(self, plan: UnitPlan, folder: Path) -> list[str]:
+        if plan.program == "kamailio":
+            # -DD: stay in the foreground so the pid we hold is Kamailio's main process;
+            # -E: log to stderr, which is the unit's log file.
+            return ["kamailio", "-DD", "-E", "-f", str(folder / "kamailio.cfg"),
+                    "-P", str(folder / "kamailio.pid"), "-m", str(plan.shm_mb), "-M", "8",
+                    "-w", str(folder)]
+        if plan.program == "dns":
+            return [sys.executable, "-m", "imsso.dns.server", "--zone", str(folder / "zone.json"),
+                    "--listen", plan.address, "--port", str(self.dns_port),
+                    "--pidfile", str(folder / "dns.pid")]
+        raise DriverError(f"the local driver cannot run program '{plan.program}' of {plan.name}")
+
+    def wait_ready(self, instance: Instance, unit: Unit, plan: UnitPlan, deadline: float) -> None:
+        folder = self.unit_dir(instance, unit.name)
+        while True:
+            if self._probe(instance, plan):
+                return
+            if not processes.alive(unit.pid, unit.started_at, f"{folder}/"):
+                code = processes.exit_code(unit.pid) if unit.pid else None
+                raise DriverError(f"{unit.name} exited{f' with status {code}' if code is not None else ''}"
+                                  " before answering its probe",
+                                  processes.log_tail(folder / "unit.log"))
+            if time.monotonic() > deadline:
+                raise DriverError(f"{unit.name} did not answer its {plan.probe} probe at {plan.address} "
+                                  "in time", processes.log_tail(folder / "unit.log"))
+            time.sleep(PROBE_INTERVAL)
+
+    def _probe(self, instance: Instance, plan: UnitPlan) -> bool:
+        if plan.probe == "sip-options":
+            return probes.sip_options(plan.address, SIP_PORT, timeout=0.5) is not None
+        if plan.probe == "dns":
+            return probes.dns_query(plan.address, self.dns_port, f"ns.{instance.domain}", "A",
+                                    timeout=0.5) is not None
+        raise DriverError(f"unknown probe '{plan.probe}' for {plan.name}")
+
+    def apply_files(self, instance: Instance, unit: Unit, plan: UnitPlan) -> list[str]:
+        folder = self.unit_dir(instance, unit.name)
+        changed = [n for n, c in plan.files.items() if _read(folder / n) != c]
+        if not changed:
+            return []
+        live = [n for n in changed if n in plan.reload]
+        for name in changed:
+            _write(folder / name, plan.files[name])
+        if len(live) < len(changed):  # a change without a live path: restart this unit
+            self.stop_unit(instance, unit, keep_files=True)
+            unit.pid = unit.started_at = None
+            self.ensure_unit(instance, unit, plan)
+            return [f"restarted {unit.name} for {', '.join(sorted(set(changed) - set(live)))}"]
+        return [self._reload(unit, plan, name) for name in live]
+
+    def _reload(self, unit: Unit, plan: UnitPlan, name: str) -> str:
+        how = plan.reload[name]
+        if how == "signal":
+            os.kill(unit.pid, signal.SIGHUP)
+            return f"{name} reloaded in {unit.name} (SIGHUP)"
+        try:
+            KamailioRpc(plan.address, HTTP_PORT).call(how)
+        except RpcError as exc:
+            raise DriverError(f"could not apply {name} to {unit.name} with {how}", str(exc)) from exc
+        return f"{name} applied to {unit.name} by {how}"
+
+    def wait_drained(self, instance: Instance, unit: Unit, deadline: float) -> dict[str, float]:
+        """Wait until the unit holds no SIP transaction, so stopping it cuts nothing short."""
+        rpc = KamailioRpc(unit.address, HTTP_PORT)
+        seen: dict[str, float] = {}
+        while time.monotonic() < deadline:
+            try:
+                stats = rpc.call("tm.stats")
+            except RpcError:
+                return {"transactions": 0.0}  # nothing answers: nothing is in flight there
+            seen = {"transactions": float(stats.get("current", 0)), "waiting": float(stats.get("waiting", 0))}
+            if seen["transactions"] == 0:
+                return seen
+            time.sleep(0.1)
+        return seen
+
+    def stop_unit(self, instance: Instance, unit: Unit, keep_files: bool = False) -> None:
+        folder = self.unit_dir(instance, unit.name)
+        processes.stop(f"{folder}/", unit.pid)
+        if not keep_files:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def is_alive(self, instance: Instance, unit: Unit) -> bool:
+        return processes.alive(unit.pid, unit.started_at, f"{self.unit_dir(instance, unit.name)}/")
+
+    # subscribers and service checks
+    def sync_subscribers(self, instance: Instance, profile: Profile, subscribers: list[Subscriber]
+                         ) -> None:
+        path = self.instance_dir(instance) / "subscribers.sqlite"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        schema = profile.extra_files.get("subscribers.sql")
+        if schema is None:
+            return
+        with sqlite3.connect(path, timeout=10) as db:  # Kamailio reads it on every authentication
+            db.executescript(schema)
+            db.execute("DELETE FROM subscriber")
+            db.executemany("INSERT INTO subscriber (username, domain, password) VALUES (?, ?, ?)",
+                           [(s.user, s.domain, s.password) for s in subscribers])
+
+    def check_service(self, instance: Instance, plan: Plan, subscriber: Subscriber | None,
+                      deadline: float) -> str:
+        entry = plan.role_units("pcscf")[0]
+        last = ""
+        while time.monotonic() < deadline:
+            result = sipcheck.register(entry.address, SIP_PORT, instance.domain,
+                                       subscriber.user if subscriber else "imsso-probe",
+                                       subscriber.password if subscriber else None)
+            if result.ok:
+                return result.summary
+            last = result.summary
+            time.sleep(0.2)
+        raise DriverError(f"no REGISTER went through the P-CSCF {entry.address}: {last}")
+
+    def dispose(self, instance: Instance, units: list[Unit]) -> list[str]:
+        done = []
+        for unit in units:
+            self.stop_unit(instance, unit)
+            done.append(f"stopped {unit.name}")
+        folder = self.instance_dir(instance)
+        strays = processes.stop(f"{folder}/", None)
+        if strays:
+            done.append(f"stopped {len(strays)} stray process(es) of the instance")
+        shutil.rmtree(folder, ignore_errors=True)
+        if folder.exists():
+            raise DriverError(f"could not remove {folder}")
+        done.append("removed the instance folder")
+        return done
+
+
+def _write(path: Path, content: str) -> None:
+    tmp = path.with_name(path.name + ".new")
+    tmp.write_text(content)
+    tmp.replace(path)  # readers never see half a file
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        return None

@@ -1,0 +1,150 @@
+"""The engine runs operations in background workers, one at a time per instance, and resumes
+or fails truthfully the ones a restart interrupted."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+import queue
+import threading
+from collections.abc import Callable
+
+from .. import lifecycle, profiles
+from ..config import Settings
+from ..drivers import Driver
+from ..model import (InstanceState, Operation, OperationError, OperationKind, OperationState, StepRecord,
+                     utcnow)
+from ..store import Store
+from .operations import HANDLERS
+from .run import Run, StepFailed
+
+log = logging.getLogger("imsso.engine")
+MAX_ATTEMPTS = 3  # an operation interrupted this often by restarts is failed, not tried forever
+
+
+class Engine:
+    def __init__(self, store: Store, drivers: dict[str, Driver], settings: Settings):
+        self.store = store
+        self.drivers = drivers
+        self.settings = settings
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        self._threads: list[threading.Thread] = []
+        self.listeners: list[Callable[[Operation], None]] = []
+
+    def start(self) -> None:
+        self.recover()
+        for n in range(self.settings.workers):
+            thread = threading.Thread(target=self._work, name=f"imsso-worker-{n}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self) -> None:
+        for _ in self._threads:
+            self._queue.put(None)
+        for thread in self._threads:
+            thread.join(timeout=1)
+
+    def submit(self, op: Operation) -> None:
+        self._queue.put(op.id)
+
+    def recover(self) -> None:
+        """Queue again what was queued or running when the orchestrator stopped."""
+        for op in self.store.operations([OperationState.RUNNING, OperationState.QUEUED]):
+            if op.state == OperationState.RUNNING:
+                op.steps.append(StepRecord("resumed after a restart of the orchestrator", "done",
+                                           utcnow().isoformat(), utcnow().isoformat()))
+                self.store.save_operation(op)
+                self.store.add_event(op.instance_id, "lifecycle",
+                                     f"{op.kind.value} {op.id} resumed after a restart", {"operation": op.id})
+            self._queue.put(op.id)
+
+    def _work(self) -> None:
+        while True:
+            op_id = self._queue.get()
+            if op_id is None:
+                return
+            try:
+                self.run(op_id)
+            except Exception:  # a bug must not kill the worker; the operation shows it
+                log.exception("operation %s crashed the worker", op_id)
+
+    def run(self, op_id: str) -> None:
+        op = self.store.get_operation(op_id)
+        if op.state not in (OperationState.QUEUED, OperationState.RUNNING):
+            return
+        instance = self.store.get_instance(op.instance_id)
+        op.attempts += 1
+        if op.attempts > MAX_ATTEMPTS:
+            self._finish(op, instance, OperationError(
+                "resume", f"interrupted {op.attempts - 1} times by restarts of the orchestrator"))
+            return
+        op.state, op.started_at = OperationState.RUNNING, op.started_at or utcnow()
+        self.store.save_operation(op)
+        instance.state = lifecycle.RUNNING_STATE[op.kind]
+        instance.stack_state = self._stack_state(instance, op, "IN_PROGRESS")
+        self.store.save_instance(instance)
+        self.store.add_event(instance.id, "lifecycle", f"{op.kind.value} started", {"operation": op.id})
+        try:
+            run = Run(self.store, self.drivers[instance.driver], profiles.load(instance.profile),
+                      instance, op, self.settings)
+            HANDLERS[op.kind](run)
+        except StepFailed as failure:
+            self._finish(op, instance, failure.error)
+            return
+        except Exception as exc:  # outside any step: still recorded, never swallowed
+            log.exception("operation %s failed outside a step", op.id)
+            self._finish(op, instance, OperationError("setup", str(exc) or type(exc).__name__,
+                                                      type(exc).__name__))
+            return
+        self._finish(op, instance, None)
+
+    def _finish(self, op: Operation, instance, error: OperationError | None) -> None:
+        instance = self.store.get_instance(instance.id)  # the handler may have saved changes
+        op.finished_at = utcnow()
+        if error is None:
+            op.state = OperationState.SUCCEEDED
+            instance.state = lifecycle.state_after(instance, op.kind)
+            instance.stack_state = self._stack_state(instance, op, "COMPLETE")
+            instance.failed_operation_id = None
+            message = f"{op.kind.value} succeeded"
+        else:
+            op.state, op.error = OperationState.FAILED, error
+            instance.state = InstanceState.FAILED
+            instance.stack_state = self._stack_state(instance, op, "FAILED")
+            instance.failed_operation_id = op.id
+            message = f"{op.kind.value} failed at '{error.step}': {error.message}"
+        if op.kind == OperationKind.PROVISION and error is None:
+            instance.provisioned = True
+        instance.current_operation_id = None
+        self.store.save_instance(instance)
+        if error is None and op.params.get("then"):
+            self._chain(op, instance)  # before the operation shows as done, so clients can follow it
+        self.store.save_operation(op)
+        self.store.add_event(instance.id, "lifecycle" if error is None else "failure", message,
+                             {"operation": op.id, **({"error": error.__dict__} if error else {})})
+        for listener in self.listeners:
+            listener(op)
+
+    def _chain(self, op: Operation, instance) -> None:
+        """Start the operation that was asked to follow `op` (e.g. provision after deploy)."""
+        kind, rest = OperationKind(op.params["then"][0]), op.params["then"][1:]
+        follow = Operation(id=str(uuid.uuid4()), instance_id=instance.id, kind=kind,
+                           params={"then": rest, "after": op.id})
+        try:
+            lifecycle.check_applicable(self.store.get_instance(instance.id), kind)
+            self.store.start_operation(follow)
+        except Exception as exc:  # another request came first: say so, do not hide it
+            self.store.add_event(instance.id, "failure", f"{kind.value} after {op.kind.value} not "
+                                 f"started: {exc}", {"operation": op.id})
+            return
+        op.params = {**op.params, "followed_by": follow.id}
+        self.store.add_event(instance.id, "lifecycle", f"{kind.value} requested after {op.kind.value}",
+                             {"operation": follow.id})
+        self.submit(follow)
+
+    @staticmethod
+    def _stack_state(instance, op: Operation, phase: str) -> str:
+        # Provisioning configures what exists: Heat would not see a stack action for it.
+        if op.kind == OperationKind.PROVISION:
+            return instance.stack_state
+        return lifecycle.stack_state(op.kind, phase)

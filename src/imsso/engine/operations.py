@@ -1,0 +1,220 @@
+"""What each operation does, step by step. Every handler is level-based: run again after a crash
+or a failure, it picks up from what exists and converges on the instance's desired spec."""
+
+from __future__ import annotations
+
+import secrets
+import time
+import uuid
+from collections.abc import Callable
+
+from .. import planning
+from ..model import OperationKind, Subscriber, Unit, UnitState
+from ..planning import Plan
+from .run import Run
+
+START_TIMEOUT = 20.0   # a Kamailio answers OPTIONS in well under a second; this is for slow machines
+DRAIN_TIMEOUT = 10.0   # SIP transactions end within Timer F (32 s) at worst; ours are short
+SERVICE_TIMEOUT = 15.0
+
+
+def deploy(run: Run) -> None:
+    _accept_spec(run)
+    converge(run)
+
+
+def provision(run: Run) -> None:
+    _accept_spec(run)
+    converge(run)
+    with run.step("subscribers") as step:
+        subs = run.store.subscribers(run.instance.id)
+        if run.instance.test_subscribers and not subs:
+            for user in run.profile.test_subscribers:
+                run.store.put_subscriber(Subscriber(run.instance.id, user, run.instance.domain,
+                                                    secrets.token_urlsafe(12)))
+            subs = run.store.subscribers(run.instance.id)
+        run.driver.sync_subscribers(run.instance, run.profile, subs)
+        step.detail = f"{len(subs)} subscriber(s) in the S-CSCFs' table"
+    maas = run.instance.attributes.get("mcn.endpoint.maas")
+    if maas:
+        with run.step("monitoring target") as step:
+            step.detail = f"mcn.endpoint.maas={maas} recorded as the instance's monitoring endpoint"
+    with run.step("readiness through the P-CSCF") as step:
+        plan = _plan(run, run.store.units(run.instance.id))
+        probe_sub = subs[0] if subs else None
+        step.detail = run.driver.check_service(run.instance, plan, probe_sub,
+                                               time.monotonic() + SERVICE_TIMEOUT)
+
+
+def update(run: Run) -> None:
+    changed = _accept_spec(run)
+    if _has_units(run):
+        converge(run)
+        if run.instance.provisioned:
+            with run.step("subscribers") as step:
+                subs = run.store.subscribers(run.instance.id)
+                run.driver.sync_subscribers(run.instance, run.profile, subs)
+                step.detail = f"{len(subs)} subscriber(s)"
+    with run.step("attributes") as step:
+        step.detail = ", ".join(f"{k}={v}" for k, v in changed.items()) or "no change"
+
+
+def scale(run: Run) -> None:
+    _accept_spec(run)
+    if _has_units(run):
+        converge(run)
+
+
+def dispose(run: Run) -> None:
+    units = run.store.units(run.instance.id)
+    with run.step("remove units") as step:
+        step.detail = "; ".join(run.driver.dispose(run.instance, units))
+        for unit in units:
+            run.store.delete_unit(unit.id)
+    with run.step("remove subscribers") as step:
+        subs = run.store.subscribers(run.instance.id)
+        for sub in subs:
+            run.store.delete_subscriber(run.instance.id, sub.user, sub.domain)
+        step.detail = f"{len(subs)} removed"
+
+
+HANDLERS: dict[OperationKind, Callable[[Run], None]] = {
+    OperationKind.DEPLOY: deploy,
+    OperationKind.PROVISION: provision,
+    OperationKind.UPDATE: update,
+    OperationKind.SCALE: scale,
+    OperationKind.DISPOSE: dispose,
+}
+
+
+def _accept_spec(run: Run) -> dict[str, object]:
+    """Make the operation's requested spec the instance's desired spec; return what changed."""
+    params, inst = run.op.params, run.instance
+    changed: dict[str, object] = {}
+    for role, count in params.get("sizes", {}).items():
+        if inst.sizes.get(role) != count:
+            changed[f"imsso.size.{role}"] = count
+            inst.sizes[role] = count
+    for name, value in params.get("attributes", {}).items():
+        if inst.attributes.get(name) != value:
+            changed[name] = value
+            inst.attributes[name] = value
+    if "test_subscribers" in params and params["test_subscribers"] != inst.test_subscribers:
+        inst.test_subscribers = params["test_subscribers"]
+        changed["imsso.test_subscribers"] = inst.test_subscribers
+    if changed:
+        run.save_instance()
+    return changed
+
+
+def _has_units(run: Run) -> bool:
+    return bool(run.store.units(run.instance.id))
+
+
+def converge(run: Run) -> None:
+    """Make the running units match the desired sizes: reserve, start, route, drain, stop."""
+    keep, extra = _reserve(run)
+    with run.step("subscriber table"):
+        # The S-CSCFs open this table at start: it must exist before they do.
+        run.driver.sync_subscribers(run.instance, run.profile, run.store.subscribers(run.instance.id))
+    new = [u for u in keep if not run.driver.is_alive(run.instance, u)]
+    if new:
+        with run.step("preflight") as step:
+            run.driver.preflight(run.instance, _plan(run, keep), [u.name for u in new])
+            step.detail = f"{len(new)} unit(s) to start"
+    for unit in new:
+        _start(run, unit, keep)
+    for unit in sorted(extra, key=lambda u: -u.index):
+        _remove(run, unit, [u for u in keep])
+    _refresh(run, keep)
+
+
+def _reserve(run: Run) -> tuple[list[Unit], list[Unit]]:
+    """Units to keep (creating records for missing ones) and units beyond the desired sizes."""
+    existing = run.store.units(run.instance.id)
+    taken = run.store.addresses_in_use()
+    keep: list[Unit] = []
+    extra: list[Unit] = []
+    with run.step("reserve units") as step:
+        for role in run.profile.order:
+            want = run.instance.sizes.get(role, run.profile.role(role).default)
+            mine = sorted((u for u in existing if u.role == role), key=lambda u: u.index)
+            keep += mine[:want]
+            extra += mine[want:]
+            used = {u.index for u in mine}
+            index = 1
+            while sum(u.role == role for u in keep) < want:
+                if index not in used:
+                    keep.append(_new_unit(run, role, index, taken))
+                index += 1
+        step.detail = (", ".join(f"{u.name}@{u.address}" for u in keep)
+                       + (f"; to remove: {', '.join(u.name for u in extra)}" if extra else ""))
+    return keep, extra
+
+
+def _new_unit(run: Run, role: str, index: int, taken: set[str]) -> Unit:
+    address = run.driver.allocate_address(run.instance, taken)
+    taken.add(address)
+    unit = Unit(id=str(uuid.uuid4()), instance_id=run.instance.id, name=planning.unit_name(role, index),
+                role=role, index=index, address=address)
+    run.store.add_unit(unit)
+    return unit
+
+
+def _plan(run: Run, units: list[Unit], exclude: tuple[str, ...] = ()) -> Plan:
+    """The plan for `units`, routing to the routable ones that run (and are not excluded)."""
+    routed = [u.name for u in units if u.state == UnitState.RUNNING and u.name not in exclude]
+    return planning.build(run.instance, run.profile, units, run.driver.layout, in_routing=routed)
+
+
+def _start(run: Run, unit: Unit, keep: list[Unit]) -> None:
+    with run.step(f"start {unit.name}") as step:
+        plan = _plan(run, keep)
+        run.driver.ensure_unit(run.instance, unit, plan.unit(unit.name))
+        unit.state = UnitState.STARTING
+        run.store.save_unit(unit)
+        started = time.monotonic()
+        run.driver.wait_ready(run.instance, unit, plan.unit(unit.name), started + START_TIMEOUT)
+        unit.state = UnitState.RUNNING
+        run.store.save_unit(unit)
+        step.detail = (f"{unit.address} pid {unit.pid} ({unit.detail}), ready in "
+                       f"{time.monotonic() - started:.2f} s")
+        run.event("unit", f"{unit.name} running at {unit.address}", {"unit": unit.name, "pid": unit.pid})
+    if run.profile.role(unit.role).routable:
+        _route(run, keep)
+
+
+def _route(run: Run, units: list[Unit], exclude: tuple[str, ...] = ()) -> None:
+    """Push the routing (dispatcher set, DNS zone) to the units that hold it, live."""
+    plan = _plan(run, units, exclude)
+    with run.step("routing") as step:
+        done = []
+        for unit in units:
+            if unit.state == UnitState.RUNNING and not run.profile.role(unit.role).routable:
+                done += run.driver.apply_files(run.instance, unit, plan.unit(unit.name))
+        step.detail = "; ".join(done) or "unchanged"
+        step.detail += f" (S-CSCFs in routing: {', '.join(plan.in_routing) or 'none'})"
+
+
+def _remove(run: Run, unit: Unit, keep: list[Unit]) -> None:
+    with run.step(f"drain {unit.name}") as step:
+        unit.state = UnitState.DRAINING
+        run.store.save_unit(unit)
+        if run.profile.role(unit.role).routable:
+            _route(run, keep)  # `unit` is not in `keep`: it leaves the dispatcher set first
+        seen = run.driver.wait_drained(run.instance, unit, time.monotonic() + DRAIN_TIMEOUT)
+        step.detail = f"left routing; in flight at stop: {seen}"
+    with run.step(f"stop {unit.name}"):
+        run.driver.stop_unit(run.instance, unit)
+        run.store.delete_unit(unit.id)
+        run.event("unit", f"{unit.name} stopped and removed", {"unit": unit.name})
+
+
+def _refresh(run: Run, keep: list[Unit]) -> None:
+    """Bring every unit's files to the final plan (DNS zone, dispatcher set), live where possible."""
+    plan = _plan(run, keep)
+    with run.step("configure") as step:
+        done = []
+        for unit in keep:
+            done += run.driver.apply_files(run.instance, unit, plan.unit(unit.name))
+        step.detail = "; ".join(done) or "all units up to date"

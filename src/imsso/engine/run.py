@@ -1,0 +1,57 @@
+"""One operation being run: its steps recorded as they happen, so a restart or a failure shows
+exactly where it stood."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from ..config import Settings
+from ..drivers import Driver, DriverError
+from ..model import Instance, Operation, OperationError, StepRecord, utcnow
+from ..profiles import Profile
+from ..store import Store
+
+
+class StepFailed(Exception):
+    def __init__(self, error: OperationError):
+        super().__init__(error.message)
+        self.error = error
+
+
+@dataclass
+class Run:
+    store: Store
+    driver: Driver
+    profile: Profile
+    instance: Instance
+    op: Operation
+    settings: Settings
+
+    @contextmanager
+    def step(self, name: str) -> Iterator[StepRecord]:
+        record = StepRecord(name=name, state="running", started_at=utcnow().isoformat())
+        self.op.steps.append(record)
+        self.store.save_operation(self.op)
+        try:
+            yield record
+        except StepFailed:
+            raise
+        except Exception as exc:  # recorded with its cause, then the operation fails
+            record.state, record.finished_at = "failed", utcnow().isoformat()
+            cause = exc.cause if isinstance(exc, DriverError) else type(exc).__name__
+            message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+            self.store.save_operation(self.op)
+            raise StepFailed(OperationError(step=name, message=message, cause=cause)) from exc
+        record.state, record.finished_at = "done", utcnow().isoformat()
+        self.store.save_operation(self.op)
+        self.event("step", f"{self.op.kind.value}: {name}" + (f": {record.detail}" if record.detail else ""),
+                   {"operation": self.op.id})
+
+    def event(self, kind: str, message: str, data: dict[str, Any] | None = None) -> None:
+        self.store.add_event(self.instance.id, kind, message, data)
+
+    def save_instance(self) -> None:
+        self.store.save_instance(self.instance)

@@ -1,0 +1,90 @@
+"""Assembles the orchestrator from its settings: store, drivers, engine, auth, service, web app."""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import socket
+from pathlib import Path
+
+import uvicorn
+
+from .auth import LocalTokens
+from .config import Settings
+from .drivers.local import LocalDriver
+from .engine import Engine
+from .model import InvalidInput
+from .service import Service
+from .store import Store
+
+log = logging.getLogger("imsso")
+
+
+class Orchestrator:
+    def __init__(self, settings: Settings):
+        self.settings = settings.resolved()
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self._lock = _lock_data_dir(settings.data_dir)
+        self.store = Store(settings.database_url)
+        self.store.migrate()
+        self.drivers = {"local": LocalDriver(settings.data_dir, settings.address_pool, settings.dns_port)}
+        if settings.driver not in self.drivers:
+            raise InvalidInput(f"IMSSO_DRIVER '{settings.driver}' is not available "
+                               f"(available: {', '.join(self.drivers)})")
+        self.engine = Engine(self.store, self.drivers, settings)
+        if settings.keystone_url:
+            raise InvalidInput("Keystone validation (DESIGN_URI / IMSSO_KEYSTONE_URL) is not available "
+                               "in this version: unset it to use locally issued tokens")
+        self.local_tokens = LocalTokens(self.store, settings.data_dir / "admin.token", settings.token_ttl)
+        self.local_tokens.admin_token()  # create it now, so `imsso token issue` finds it
+        self.service = Service(self.store, self.engine, self.drivers, settings, self.local_tokens)
+
+    def start(self) -> None:
+        self.engine.start()
+
+    def stop(self) -> None:
+        self.engine.stop()
+        self.store.close()
+
+
+def _lock_data_dir(data_dir: Path):
+    """One orchestrator per data folder: two would run the same operations twice."""
+    handle = open(data_dir / "imsso.lock", "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise InvalidInput(f"another imsso serve uses the data folder {data_dir}: stop it first, "
+                           "or give this one another IMSSO_DATA_DIR") from None
+    return handle
+
+
+def _check_listen(settings: Settings) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((settings.host, settings.port))
+        except OSError as exc:
+            raise InvalidInput(f"cannot listen on {settings.listen}: {exc.strerror} (is another imsso "
+                               "running? set IMSSO_LISTEN or --listen to another address)") from None
+
+
+def pid_file(settings: Settings) -> Path:
+    return settings.data_dir / "imsso.pid"
+
+
+def serve(settings: Settings) -> None:
+    from .api.app import create_app
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _check_listen(settings.resolved())
+    orchestrator = Orchestrator(settings)
+    app = create_app(orchestrator)
+    pid_path = pid_file(orchestrator.settings)
+    pid_path.write_text(f"{os.getpid()}\n")
+    try:
+        uvicorn.run(app, host=settings.host, port=settings.port, log_level="info", access_log=False)
+    finally:
+        if pid_path.exists() and pid_path.read_text().strip() == str(os.getpid()):
+            pid_path.unlink()

@@ -1,0 +1,185 @@
+"""Use cases: what the faces (OCCI, JSON, CLI through them) may ask, checked and turned into
+operations for the engine. Authorisation is decided here: a tenant sees only its own instances."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import threading
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from . import lifecycle, profiles, spec
+from .auth import Validator, check_headers
+from .config import Settings
+from .drivers import Driver
+from .engine import Engine
+from .model import (Event, Instance, InvalidInput, NotFound, Operation, OperationKind, Subscriber,
+                    Unit)
+from .store import Store
+
+NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+USER_RE = re.compile(r"^[A-Za-z0-9._~+-]{1,64}$")
+DEFAULT = "default"
+
+
+@dataclass
+class Caller:
+    tenant: str
+
+
+class Service:
+    def __init__(self, store: Store, engine: Engine, drivers: dict[str, Driver], settings: Settings,
+                 validator: Validator):
+        self.store = store
+        self.engine = engine
+        self.drivers = drivers
+        self.settings = settings
+        self.validator = validator
+        self._subscriber_locks: dict[str, threading.Lock] = {}
+
+    # who
+    def authenticate(self, token: str | None, tenant: str | None) -> Caller:
+        token, tenant = check_headers(token, tenant)
+        return Caller(self.validator.validate(token, tenant))
+
+    # instances
+    def create(self, caller: Caller, name: str, attributes: dict[str, Any] | None = None,
+               profile: str | None = None, driver: str | None = None, sizes: dict[str, int] | None = None,
+               then: tuple[OperationKind, ...] = ()) -> tuple[Instance, Operation | None]:
+        """Initialise an instance; with `then`, run those operations one after the other."""
+        if not NAME_RE.match(name):
+            raise InvalidInput(f"instance name '{name}' must be 1-63 lowercase letters, digits or '-'")
+        changes = spec.split(attributes or {})
+        profile_name = profile or changes.create_only.get("imsso.profile") or self.settings.profile
+        prof = profiles.load(profile_name)
+        driver_name = driver or changes.create_only.get("imsso.driver") or self.settings.driver
+        if driver_name not in self.drivers:
+            raise InvalidInput(f"unknown driver '{driver_name}' (available: {', '.join(self.drivers)})")
+        all_sizes = {**spec.default_sizes(prof), **changes.sizes, **(sizes or {})}
+        spec.check_sizes(prof, all_sizes)
+        domain = spec.check_domain(changes.create_only.get("imsso.domain", prof.domain))
+        instance = Instance(
+            id=str(uuid.uuid4()), tenant=caller.tenant, name=name, profile=prof.name,
+            driver=driver_name, domain=domain, sizes=all_sizes, attributes=changes.attributes,
+            test_subscribers=True if changes.test_subscribers is None else changes.test_subscribers,
+            secret=secrets.token_hex(16))
+        self.store.create_instance(instance)
+        self.store.add_event(instance.id, "lifecycle", f"initialised (profile {prof.name}, driver "
+                             f"{driver_name}, domain {domain})", {"sizes": all_sizes})
+        op = self._submit(instance, then[0], {"then": [k.value for k in then[1:]]}) if then else None
+        return self.store.get_instance(instance.id), op
+
+    def get(self, caller: Caller, ref: str) -> Instance:
+        """By id or by name, only within the caller's tenant (another tenant's is 'not found')."""
+        found = self.store.find_instance(caller.tenant, ref)
+        if found is None:
+            try:
+                found = self.store.get_instance(ref)
+            except NotFound:
+                found = None
+        if found is None or found.tenant != caller.tenant or found.state.value == "disposed":
+            raise NotFound(f"no instance '{ref}' for tenant {caller.tenant}")
+        return found
+
+    def list(self, caller: Caller) -> list[Instance]:
+        return self.store.list_instances(caller.tenant)
+
+    def units(self, instance: Instance) -> list[Unit]:
+        return self.store.units(instance.id)
+
+    # operations
+    def act(self, caller: Caller, ref: str, kind: OperationKind) -> Operation:
+        return self._submit(self.get(caller, ref), kind, {})
+
+    def update(self, caller: Caller, ref: str, attributes: dict[str, Any],
+               sizes: dict[str, int] | None = None) -> Operation:
+        instance = self.get(caller, ref)
+        changes = spec.split(attributes)
+        if changes.create_only:
+            raise InvalidInput(f"{', '.join(changes.create_only)} can only be set when the instance is "
+                               "created: dispose it and create it again")
+        all_sizes = {**changes.sizes, **(sizes or {})}
+        spec.check_sizes(profiles.load(instance.profile), all_sizes)
+        if not all_sizes and not changes.attributes and changes.test_subscribers is None:
+            raise InvalidInput("nothing to update: give attributes (X-OCCI-Attribute) or sizes")
+        params: dict[str, Any] = {"attributes": changes.attributes, "sizes": all_sizes}
+        if changes.test_subscribers is not None:
+            params["test_subscribers"] = changes.test_subscribers
+        kind = OperationKind.SCALE if all_sizes and not changes.attributes else OperationKind.UPDATE
+        return self._submit(instance, kind, params)
+
+    def scale(self, caller: Caller, ref: str, sizes: dict[str, int]) -> Operation:
+        instance = self.get(caller, ref)
+        if not sizes:
+            raise InvalidInput("give at least one size, e.g. {\"scscf\": 2}")
+        spec.check_sizes(profiles.load(instance.profile), sizes)
+        return self._submit(instance, OperationKind.SCALE, {"sizes": sizes})
+
+    def dispose(self, caller: Caller, ref: str) -> Operation:
+        return self._submit(self.get(caller, ref), OperationKind.DISPOSE, {})
+
+    def operation(self, caller: Caller, op_id: str) -> Operation:
+        op = self.store.get_operation(op_id)
+        instance = self.store.get_instance(op.instance_id)
+        if instance.tenant != caller.tenant:
+            raise NotFound(f"no operation {op_id}")
+        return op
+
+    def operations(self, instance: Instance) -> list[Operation]:
+        return self.store.operations(instance_id=instance.id)
+
+    def events(self, caller: Caller, ref: str, since: int = 0) -> list[Event]:
+        return self.store.events(self.get(caller, ref).id, since)
+
+    def _submit(self, instance: Instance, kind: OperationKind, params: dict[str, Any]) -> Operation:
+        lifecycle.check_applicable(instance, kind)
+        op = Operation(id=str(uuid.uuid4()), instance_id=instance.id, kind=kind, params=params)
+        self.store.start_operation(op)  # Conflict when another one runs
+        self.store.add_event(instance.id, "lifecycle", f"{kind.value} requested", {"operation": op.id})
+        self.engine.submit(op)
+        return op
+
+    # subscribers: data of the instance, pushed to its units at once (no operation needed)
+    def subscribers(self, caller: Caller, ref: str) -> list[Subscriber]:
+        return self.store.subscribers(self.get(caller, ref).id)
+
+    def subscriber(self, caller: Caller, ref: str, user: str) -> Subscriber:
+        instance = self.get(caller, ref)
+        for sub in self.store.subscribers(instance.id):
+            if sub.user == user:
+                return sub
+        raise NotFound(f"no subscriber '{user}' in instance {instance.name}")
+
+    def put_subscriber(self, caller: Caller, ref: str, user: str, password: str | None,
+                       domain: str | None = None) -> tuple[Subscriber, bool]:
+        instance = self.get(caller, ref)
+        if not USER_RE.match(user or ""):
+            raise InvalidInput(f"user '{user}' must be 1-64 of letters, digits and . _ ~ + -")
+        if domain is not None and spec.check_domain(domain) != instance.domain:
+            raise InvalidInput(f"domain must be the instance's domain {instance.domain}")
+        if not password or len(password) < 8:
+            raise InvalidInput("password must have at least 8 characters")
+        sub = Subscriber(instance.id, user, instance.domain, password)
+        with self._lock(instance.id):
+            created = self.store.put_subscriber(sub)
+            self._push_subscribers(instance)
+        return sub, created
+
+    def delete_subscriber(self, caller: Caller, ref: str, user: str) -> None:
+        instance = self.get(caller, ref)
+        with self._lock(instance.id):
+            if not self.store.delete_subscriber(instance.id, user, instance.domain):
+                raise NotFound(f"no subscriber '{user}' in instance {instance.name}")
+            self._push_subscribers(instance)
+
+    def _push_subscribers(self, instance: Instance) -> None:
+        if not self.store.units(instance.id):
+            return  # the table is written when the units are deployed
+        subs = self.store.subscribers(instance.id)
+        self.drivers[instance.driver].sync_subscribers(instance, profiles.load(instance.profile), subs)
+        self.store.add_event(instance.id, "subscribers", f"{len(subs)} subscriber(s) pushed to the units")
+
+    def _lock(self, instance_id: str) -> threading.Lock:
+        return self._subscriber_locks.setdefault(instance_id, threading.Lock())

@@ -1,0 +1,152 @@
+"""Real processes for end-to-end tests: `imsso serve` in a temporary data folder, and sipp."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+
+ROOT = Path(__file__).resolve().parents[2]
+SCENARIOS = Path(__file__).parent / "scenarios"
+DNS_PORT = 53 if os.geteuid() == 0 else 5353
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.1):
+    """Poll until `predicate()` is truthy; fail naming what was awaited."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
+
+
+class Server:
+    """One `imsso serve` process with its own data folder, listen address and address pool."""
+
+    def __init__(self, data_dir: Path, listen: str, pool: str, env: dict[str, str] | None = None):
+        self.data_dir = data_dir
+        self.listen = listen
+        self.url = f"http://{listen}"
+        self.env = {**os.environ, "IMSSO_DATA_DIR": str(data_dir), "IMSSO_LISTEN": listen,
+                    "IMSSO_ADDRESS_POOL": pool, "IMSSO_DNS_PORT": str(DNS_PORT), **(env or {})}
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 30) -> "Server":
+        assert not self._healthy(), f"another imsso already answers on {self.listen}: stop it first"
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.data_dir / "serve.log", "ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "imsso", "serve"], env=self.env,
+                                     stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+        log.close()
+        wait_for(lambda: self._healthy() or self._exited(), timeout, f"imsso serve on {self.listen}")
+        if self.proc.poll() is not None:
+            raise AssertionError(f"imsso serve exited {self.proc.returncode}:\n{self.log_tail()}")
+        return self
+
+    def _healthy(self) -> bool:
+        try:
+            return httpx.get(self.url + "/v1/health", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def _exited(self) -> bool:
+        return self.proc is not None and self.proc.poll() is not None
+
+    def log_tail(self, lines: int = 40) -> str:
+        path = self.data_dir / "serve.log"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+
+    def kill(self) -> None:
+        """SIGKILL: what a crash or an OOM kill does."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def token(self, tenant: str, ttl: int | None = None) -> str:
+        args = [sys.executable, "-m", "imsso", "token", "issue", "--tenant", tenant]
+        if ttl:
+            args += ["--ttl", str(ttl)]
+        done = subprocess.run(args, env=self.env, capture_output=True, text=True, timeout=30)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip()
+
+    def api(self, tenant: str, token: str | None = None) -> "Api":
+        return Api(self.url, token or self.token(tenant), tenant)
+
+    def unit_processes(self) -> list[psutil.Process]:
+        marker = str(self.data_dir / "instances")
+        found = []
+        for proc in psutil.process_iter(["cmdline", "status"]):
+            try:
+                if proc.info["status"] != psutil.STATUS_ZOMBIE and any(
+                        marker in part for part in proc.info["cmdline"] or ()):
+                    found.append(proc)
+            except psutil.NoSuchProcess:
+                continue
+        return found
+
+    def kill_units(self) -> int:
+        procs = self.unit_processes()
+        for proc in procs:
+            try:
+                proc.kill()
+            except psutil.NoSuchProcess:
+                pass
+        psutil.wait_procs(procs, timeout=5)
+        return len(procs)
+
+
+class Api:
+    """The JSON API with a tenant's token."""
+
+    def __init__(self, url: str, token: str, tenant: str):
+        self.client = httpx.Client(base_url=url, timeout=30,
+                                   headers={"X-Auth-Token": token, "X-Tenant-Name": tenant})
+        self.token, self.tenant = token, tenant
+
+    def __getattr__(self, name: str):
+        return getattr(self.client, name)
+
+    def wait_operation(self, op_id: str, timeout: float = 120, follow: bool = True) -> dict[str, Any]:
+        """Wait for the operation (and those chained after it) to end; return the last one."""
+        while True:
+            op = wait_for(lambda: self._ended(op_id), timeout, f"operation {op_id}")
+            nxt = op["params"].get("followed_by")
+            if not (follow and nxt and op["state"] == "succeeded"):
+                return op
+            op_id = nxt
+
+    def _ended(self, op_id: str) -> dict[str, Any] | None:
+        op = self.client.get(f"/v1/operations/{op_id}").json()
+        return op if op["state"] in ("succeeded", "failed") else None
+
+    def create(self, name: str, timeout: float = 120, **body) -> dict[str, Any]:
+        """Create, deploy and provision; assert it succeeded; return the instance."""
+        response = self.client.post("/v1/instances", json={"name": name, **body})
+        assert response.status_code == 202, response.text
+        op = self.wait_operation(response.json()["operation"]["id"], timeout)
+        assert op["state"] == "succeeded", op
+        return self.client.get(f"/v1/instances/{name}").json()
+
+    def subscribers(self, name: str) -> list[dict[str, Any]]:
+        subs = self.client.get(f"/v1/instances/{name}/subscribers").json()
+        return [self.client.get(f"/v1/instances/{name}/subscribers/{s['user']}").json() for s in subs]
