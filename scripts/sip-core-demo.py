@@ -13,14 +13,17 @@ log to a file, absolute -P), waits until each answers a SIP OPTIONS, then with s
      and 3 -> 1 (dispatcher.set_state d, wait until tmx active_transactions is 0, remove
      from dispatcher.list + reload, stop), checking after each step that every user is in
      the location table (ul.dump) of every S-CSCF;
-  5. calls again, stops the load and checks that no REGISTER failed;
-  6. kills every process group and checks that no kamailio of the demo remains.
+  5. starts an S-CSCF again and kills it (SIGKILL) while it is in the dispatcher set: the
+     P-CSCF fails over (tm timeout -> ds_next_dst) and marks it down;
+  6. calls again, stops the load and checks that no REGISTER failed;
+  7. kills every process group and checks that no kamailio of the demo remains.
 
 Prints PASS/FAIL per check, the JSON-RPC calls and metrics that worked, start-up time and
 PSS memory per unit. Exit status 0 only if every check passed.
 
 Needs: kamailio (+ sqlite, json, utils modules), sipp, python3 with jinja2.
-Usage: scripts/sip-core-demo.py [--prefix 127.100.0] [--keep] [--load-users 4] [--verbose]
+Usage: scripts/sip-core-demo.py [--prefix 127.100.0] [--keep] [--load-users 6] [--no-failover]
+                               [--verbose]
 """
 
 from __future__ import annotations
@@ -411,7 +414,7 @@ _SIPP_N = 0
 
 
 def sipp(demo: Demo, name: str, scenario: str, user: str, password: str, host: int,
-         extra: list[str], ooc: bool = False, expires: int = 3600) -> Sipp:
+         extra: list[str], ooc: bool = False, expires: int = 3600, recv_timeout: int = 20000) -> Sipp:
     global _SIPP_N
     _SIPP_N += 1
     wd = demo.base / "sipp"
@@ -423,7 +426,7 @@ def sipp(demo: Demo, name: str, scenario: str, user: str, password: str, host: i
     cmd += ["-t", "u1", "-i", demo.addr(host), "-p", str(port), "-mp", str(port + 1000),
             "-s", user, "-au", user, "-ap", password,
             "-key", "domain", DOMAIN, "-key", "expires", str(expires), "-auth_uri", DOMAIN,
-            "-nostdin", "-recv_timeout", "20000",
+            "-nostdin", "-recv_timeout", str(recv_timeout),
             "-trace_err", "-error_file", str(wd / f"{name}.errors.log")] + extra
     out = wd / f"{name}.out"
     debug(" ".join(cmd))
@@ -487,6 +490,21 @@ def reload_dispatcher(demo: Demo, label: str) -> bool:
                  ", ".join(f"{k} {v}" for k, v in sorted(targets.items())))
 
 
+def hashed_to(demo: Demo, users: list[str]) -> dict[str, str]:
+    """user -> S-CSCF name the P-CSCF hashes the AOR to (dispatcher.hash + dispatcher.list order)."""
+    order = [uri for uri in dispatcher_targets(demo.pcscf.address)]
+    by_uri = {f"sip:{u.address}:{SIP_PORT}": u.name for u in demo.in_dispatcher}
+    out = {}
+    try:
+        for user in users:
+            res = rpc(demo.pcscf.address, "dispatcher.hash", len(order), user, DOMAIN)
+            out[user] = by_uri.get(order[int(res["slot"])], "?")
+    except Exception as e:      # noqa: BLE001 - informational
+        info(f"dispatcher.hash: {e}")
+        return {}
+    return out
+
+
 def registers(addr: str) -> int:
     return stat(addr, "accepted_regs")
 
@@ -506,8 +524,9 @@ def scale_in(demo: Demo, unit: Unit) -> None:
         if active == 0:
             break
         time.sleep(0.2)
+    tm = rpc(unit.address, "tm.stats")
     check(f"scale-in {unit.name}: drained (tmx active_transactions = 0)", active == 0,
-          f"after {time.monotonic() - t0:.1f} s")
+          f"after {time.monotonic() - t0:.1f} s; tm.stats current {tm.get('current')}, total {tm.get('total')}")
     before = registers(unit.address)
     time.sleep(2)
     after = registers(unit.address)
@@ -615,7 +634,7 @@ def _run(demo: Demo, args: argparse.Namespace, load: list[Sipp]) -> None:
               f"exit {rc}, {ok} ok, {failed} failed")
     info("sipp: " + shown(regs["alice"].cmd, demo))
     bad = sipp(demo, "register-wrong-password", "register.xml", "alice", "not-" + demo.subscribers["alice"],
-               109, ["-m", "1", "-timeout", "15s", "-recv_timeout", "3000"])
+               109, ["-m", "1", "-timeout", "15s"], recv_timeout=3000)
     rc, ok, failed = bad.result(30)
     check("REGISTER with a wrong password fails", rc not in (0, None) and ok == 0, f"exit {rc}")
     ok_, detail = everyone_everywhere(demo, ["alice", "bob"])
@@ -629,8 +648,8 @@ def _run(demo: Demo, args: argparse.Namespace, load: list[Sipp]) -> None:
     add_subscribers(demo, load_users)
     for i, u in enumerate(load_users):
         load.append(sipp(demo, f"load-{u}", "register.xml", u, demo.subscribers[u], 121 + i,
-                         ["-m", "1000000", "-r", str(args.rate), "-rp", "1000", "-l", "1",
-                          "-recv_timeout", "10000"], expires=60))
+                         ["-m", "1000000", "-r", str(args.rate), "-rp", "1000", "-l", "1"],
+                         expires=60, recv_timeout=10000))
     info("load: " + shown(load[0].cmd, demo))
     users = ["alice", "bob"] + load_users
     ok_, detail = everyone_everywhere(demo, users)
@@ -647,11 +666,23 @@ def _run(demo: Demo, args: argparse.Namespace, load: list[Sipp]) -> None:
     demo.in_dispatcher = list(demo.scscfs)
     if not reload_dispatcher(demo, "scale-out 1 -> 3"):
         return
+    expected = hashed_to(demo, load_users)
     time.sleep(args.settle)
     after = {u.name: registers(u.address) for u in demo.scscfs}
     new = {n: after[n] - before[n] for n in after}
     check("scale-out: the new S-CSCFs take REGISTERs", new["scscf-2"] + new["scscf-3"] > 0,
           "REGISTERs accepted since reload: " + ", ".join(f"{k} {v}" for k, v in new.items()))
+    if expected:
+        busy = {n for n, v in new.items() if v > 0}
+        check("scale-out: REGISTERs land where dispatcher.hash says", busy == set(expected.values()),
+              ", ".join(f"{u}->{n}" for u, n in sorted(expected.items())))
+    nodes = rpc(demo.scscfs[0].address, "dmq.list_nodes")
+    peers = {n["host"] for n in nodes if n.get("status") == "active"}
+    check("scale-out: dmq.list_nodes on scscf-1 shows the 3 S-CSCFs",
+          {u.address for u in demo.scscfs} <= peers, ", ".join(sorted(peers)))
+    for u in [demo.pcscf] + demo.scscfs:
+        pids = group_pids(u.proc.pid)
+        info(f"{u.name}: PSS {pss_kb(pids) / 1024:.1f} MiB over {len(pids)} processes (under load, 3 S-CSCFs)")
     ok_, detail = everyone_everywhere(demo, users)
     check("scale-out 1 -> 3: every user on every S-CSCF", ok_, detail)
     check_load_running(load)
@@ -663,6 +694,34 @@ def _run(demo: Demo, args: argparse.Namespace, load: list[Sipp]) -> None:
         ok_, detail = everyone_everywhere(demo, users)
         check(f"scale-in {unit.name}: every user on every remaining S-CSCF", ok_, detail)
         check_load_running(load)
+
+    # ----- unplanned loss: an S-CSCF killed while in the dispatcher set -----
+    if args.failover:
+        unit = start_scscf(demo, 2)
+        if unit is None:
+            return
+        ok_, detail = everyone_everywhere(demo, users, timeout=20)
+        check(f"failover: {unit.name} back, DMQ full sync on join", ok_, detail)
+        demo.in_dispatcher = list(demo.scscfs)
+        reload_dispatcher(demo, "failover: 1 -> 2")
+        expected = hashed_to(demo, load_users)
+        time.sleep(2)
+        before = registers(unit.address)
+        os.killpg(unit.proc.pid, signal.SIGKILL)
+        unit.proc.wait()
+        info(f"{unit.name} killed (SIGKILL) while active; its users: "
+             + ", ".join(sorted(u for u, n in expected.items() if n == unit.name)))
+        demo.scscfs.remove(unit)
+        time.sleep(max(args.settle, 8.0))      # > fr_timer (3 s) + a keepalive round
+        uri = f"sip:{unit.address}:{SIP_PORT}"
+        flags = dispatcher_targets(demo.pcscf.address).get(uri, "?")
+        check(f"failover: {unit.name} marked down by the P-CSCF", flags.startswith(("I", "T")), f"flags {flags}")
+        check_load_running(load)
+        ok_, detail = everyone_everywhere(demo, users)
+        check("failover: every user on the remaining S-CSCF", ok_, detail)
+        info(f"{unit.name} had accepted {before} REGISTERs before the kill")
+        demo.in_dispatcher.remove(unit)
+        reload_dispatcher(demo, f"failover: {unit.name} removed")
 
     # ----- a call after scaling -----
     call(demo, "call alice -> bob after scaling", 113, 114)
@@ -740,7 +799,9 @@ def main() -> int:
     global VERBOSE
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--prefix", default="127.100.0", help="first three octets of the loopback addresses")
-    ap.add_argument("--load-users", type=int, default=4)
+    ap.add_argument("--load-users", type=int, default=6)
+    ap.add_argument("--no-failover", dest="failover", action="store_false",
+                    help="skip the unplanned-loss step (an S-CSCF killed while active)")
     ap.add_argument("--rate", type=float, default=2.0, help="registrations per second per load user")
     ap.add_argument("--settle", type=float, default=4.0, help="seconds of load after each scaling step")
     ap.add_argument("--keep", action="store_true", help="keep the work folder (configs, logs)")

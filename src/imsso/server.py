@@ -11,6 +11,7 @@ from pathlib import Path
 import uvicorn
 
 from .auth import LocalTokens
+from .auth.keystone import KeystoneValidator
 from .config import Settings
 from .drivers.local import LocalDriver
 from .engine import Engine
@@ -33,12 +34,14 @@ class Orchestrator:
             raise InvalidInput(f"IMSSO_DRIVER '{settings.driver}' is not available "
                                f"(available: {', '.join(self.drivers)})")
         self.engine = Engine(self.store, self.drivers, settings)
+        self.local_tokens: LocalTokens | None = None
         if settings.keystone_url:
-            raise InvalidInput("Keystone validation (DESIGN_URI / IMSSO_KEYSTONE_URL) is not available "
-                               "in this version: unset it to use locally issued tokens")
-        self.local_tokens = LocalTokens(self.store, settings.data_dir / "admin.token", settings.token_ttl)
-        self.local_tokens.admin_token()  # create it now, so `imsso token issue` finds it
-        self.service = Service(self.store, self.engine, self.drivers, settings, self.local_tokens)
+            validator = KeystoneValidator(settings.keystone_url)
+        else:
+            self.local_tokens = validator = LocalTokens(self.store, settings.data_dir / "admin.token",
+                                                        settings.token_ttl)
+            self.local_tokens.admin_token()  # create it now, so `imsso token issue` finds it
+        self.service = Service(self.store, self.engine, self.drivers, settings, validator)
 
     def start(self) -> None:
         self.engine.start()

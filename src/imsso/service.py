@@ -15,7 +15,7 @@ from .auth import Validator, check_headers
 from .config import Settings
 from .drivers import Driver
 from .engine import Engine
-from .model import (Event, Instance, InvalidInput, NotFound, Operation, OperationKind, Subscriber,
+from .model import (Conflict, Event, Instance, InvalidInput, NotFound, Operation, OperationKind, Subscriber,
                     Unit)
 from .store import Store
 
@@ -134,6 +134,11 @@ class Service:
         return self.store.events(self.get(caller, ref).id, since)
 
     def _submit(self, instance: Instance, kind: OperationKind, params: dict[str, Any]) -> Operation:
+        if instance.current_operation_id:  # 409 names the running one, whatever was asked
+            running = self.store.get_operation(instance.current_operation_id)
+            raise Conflict(f"operation {running.id} ({running.kind.value}) is running on instance "
+                           f"'{instance.name}': wait for it to finish (GET /v1/operations/{running.id})",
+                           {"operation": running.id, "kind": running.kind.value})
         lifecycle.check_applicable(instance, kind)
         op = Operation(id=str(uuid.uuid4()), instance_id=instance.id, kind=kind, params=params)
         self.store.start_operation(op)  # Conflict when another one runs

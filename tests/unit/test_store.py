@@ -127,11 +127,7 @@ def test_save_instance_updates_fields(store: Store):
     assert got.updated_at >= before
 
 
-def test_non_utc_datetimes_keep_their_instant(store: Store, request):
-    if store.url.startswith("sqlite"):
-        request.applymarker(pytest.mark.xfail(
-            strict=True, reason="SQLite stores the wall-clock time without its offset and reads it "
-                                "back as UTC: the store should convert to UTC before writing"))
+def test_non_utc_datetimes_keep_their_instant(store: Store):
     created = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.timezone(dt.timedelta(hours=2)))
     instance = store.create_instance(make_instance(created_at=created))
     assert store.get_instance(instance.id).created_at == created

@@ -220,7 +220,7 @@ def answer(zone: Zone, data: bytes, udp: bool) -> bytes | None:
         if len(data) < 12 or data[2] & 0x80:
             return None  # no header to answer, or a response: answering could loop
         header = DNSHeader(id=struct.unpack("!H", data[:2])[0], qr=1, rcode=RCODE.FORMERR)
-        return DNSRecord(header).pack()
+        return bytes(DNSRecord(header).pack())
     if request.header.qr:
         return None  # a response sent to us: answering could loop
     try:
@@ -233,7 +233,7 @@ def answer(zone: Zone, data: bytes, udp: bool) -> bytes | None:
     if udp and len(_with_edns(reply, edns).pack()) > limit:  # TC: the client retries over TCP
         reply = _reply(request, reply.header.rcode, bool(reply.header.aa))
         reply.header.tc = 1
-    return _with_edns(reply, edns).pack()
+    return bytes(_with_edns(reply, edns).pack())
 
 
 def _with_edns(reply: DNSRecord, edns: int | None) -> DNSRecord:
@@ -388,7 +388,8 @@ def open_sockets(address: str, port: int) -> tuple[socket.socket, socket.socket]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m imsso.dns.server", description="authoritative DNS for one IMS domain")
+    parser = argparse.ArgumentParser(prog="python -m imsso.dns.server",
+                                     description="authoritative DNS for one IMS domain")
     parser.add_argument("--zone", type=Path, required=True, help="zone file (JSON)")
     parser.add_argument("--listen", required=True, help="address to serve on, UDP and TCP")
     parser.add_argument("--port", type=int, default=53)

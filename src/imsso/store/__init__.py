@@ -54,7 +54,7 @@ class Store:
     def add_token(self, token_id: str, token_hash: str, tenant: str, expires_at: dt.datetime) -> None:
         with self.session() as s:
             s.add(TokenRow(id=token_id, token_hash=token_hash, tenant=tenant, created_at=utcnow(),
-                           expires_at=expires_at))
+                           expires_at=_utc(expires_at)))
 
     def find_token(self, token_hash: str) -> tuple[str, dt.datetime] | None:
         with self.session() as s:
@@ -238,13 +238,19 @@ def _aware(value: dt.datetime | None) -> dt.datetime | None:
     return value
 
 
+def _utc(value: dt.datetime | None) -> dt.datetime | None:
+    # SQLite keeps no offset: store UTC so what comes back is the same instant.
+    return value.astimezone(dt.timezone.utc) if value is not None and value.tzinfo else value
+
+
 def _instance_row(i: Instance) -> InstanceRow:
     return InstanceRow(
         id=i.id, tenant=i.tenant, name=i.name, profile=i.profile, driver=i.driver, domain=i.domain,
         block=i.block, sizes=dict(i.sizes), attributes=dict(i.attributes), state=i.state.value,
         stack_state=i.stack_state, provisioned=i.provisioned, test_subscribers=i.test_subscribers,
         secret=i.secret, current_operation_id=i.current_operation_id,
-        failed_operation_id=i.failed_operation_id, created_at=i.created_at, updated_at=i.updated_at)
+        failed_operation_id=i.failed_operation_id, created_at=_utc(i.created_at),
+        updated_at=_utc(i.updated_at))
 
 
 def _instance(r: InstanceRow) -> Instance:
@@ -274,7 +280,7 @@ def _operation_row(o: Operation) -> OperationRow:
         id=o.id, instance_id=o.instance_id, kind=o.kind.value, params=dict(o.params),
         state=o.state.value, steps=[dataclasses.asdict(s) for s in o.steps],
         error=dataclasses.asdict(o.error) if o.error else None, attempts=o.attempts,
-        created_at=o.created_at, started_at=o.started_at, finished_at=o.finished_at)
+        created_at=_utc(o.created_at), started_at=_utc(o.started_at), finished_at=_utc(o.finished_at))
 
 
 def _operation(r: OperationRow) -> Operation:

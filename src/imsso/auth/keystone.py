@@ -1,0 +1,69 @@
+"""Tokens validated by Keystone v3, for orchestrators in front of an OpenStack cloud.
+
+A token may validate itself in Keystone (policy `token_subject`), so no service account is needed.
+Answers are cached for a short while; Keystone unreachable is `Unavailable`, never a pass.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from urllib.parse import urlsplit, urlunsplit
+
+from keystoneauth1 import session as ks_session
+from keystoneauth1.exceptions import ConnectFailure, ConnectTimeout, DiscoveryFailure, SSLError
+
+from ..model import Forbidden, Unauthorized, Unavailable
+
+
+def v3_url(url: str) -> str:
+    """The v3 API of the Keystone at `url`, which may name v2.0 (as the original's DESIGN_URI did)."""
+    parts = urlsplit(url.rstrip("/"))
+    path = parts.path
+    for suffix in ("/v2.0", "/v3"):
+        if path.endswith(suffix):
+            path = path[: -len(suffix)]
+    return urlunsplit((parts.scheme, parts.netloc, path + "/v3", "", ""))
+
+
+class KeystoneValidator:
+    def __init__(self, url: str, cache_seconds: float = 30.0, timeout: float = 5.0):
+        self.url = v3_url(url)
+        self.cache_seconds = cache_seconds
+        self.session = ks_session.Session(timeout=timeout)
+        self._cache: dict[str, tuple[float, dict]] = {}
+        self._lock = threading.Lock()
+
+    def validate(self, token: str, tenant: str) -> str:
+        body = self._token(token)
+        project = body.get("project") or {}
+        if tenant not in (project.get("name"), project.get("id")):
+            raise Forbidden(f"the token is scoped to project '{project.get('name')}', not '{tenant}'")
+        return tenant
+
+    def catalog(self, token: str) -> list[dict]:
+        """The token's service catalog, for drivers that find their endpoints there."""
+        return self._token(token).get("catalog", [])
+
+    def _token(self, token: str) -> dict:
+        now = time.monotonic()
+        with self._lock:
+            hit = self._cache.get(token)
+            if hit and hit[0] > now:
+                return hit[1]
+        body = self._fetch(token)
+        with self._lock:
+            self._cache[token] = (now + self.cache_seconds, body)
+        return body
+
+    def _fetch(self, token: str) -> dict:
+        try:
+            response = self.session.get(f"{self.url}/auth/tokens", authenticated=False, raise_exc=False,
+                                        headers={"X-Auth-Token": token, "X-Subject-Token": token})
+        except (ConnectFailure, ConnectTimeout, DiscoveryFailure, SSLError) as exc:
+            raise Unavailable(f"Keystone at {self.url} is unreachable: {exc}") from exc
+        if response.status_code in (401, 404):
+            raise Unauthorized("invalid or expired token (Keystone refused it)")
+        if response.status_code != 200:
+            raise Unavailable(f"Keystone at {self.url} answered {response.status_code} to a token check")
+        return response.json()["token"]

@@ -1,0 +1,80 @@
+"""SIGKILL the orchestrator in the middle of a deploy, start it again: it converges, forgets nothing."""
+
+from __future__ import annotations
+
+import psutil
+
+from harness import wait_for
+
+
+def test_sigkill_mid_deploy_then_restart_converges(fresh_server):
+    fresh_server.start()
+    api = fresh_server.api("crash")
+    created = api.post("/v1/instances", json={"name": "crash", "sizes": {"scscf": 2}})
+    assert created.status_code == 202
+    op_id = created.json()["operation"]["id"]
+
+    def some_unit_started():
+        op = api.get(f"/v1/operations/{op_id}").json()
+        return op if any(s["name"].startswith("start ") and s["state"] == "done" for s in op["steps"]) else None
+
+    seen = wait_for(some_unit_started, 60, "the first unit to start", interval=0.005)
+    fresh_server.kill()
+    assert seen["state"] == "running", "the deploy was still running when the orchestrator died"
+    survivors = fresh_server.unit_processes()
+    assert survivors, "units started before the crash outlive the orchestrator"
+
+    fresh_server.start()
+    api = fresh_server.api("crash")
+    last = api.wait_operation(op_id, timeout=120)
+    assert last["state"] == "succeeded", last
+    deploy = api.get(f"/v1/operations/{op_id}").json()
+    assert any(s["name"] == "resumed after a restart of the orchestrator" for s in deploy["steps"])
+    instance = api.get("/v1/instances/crash").json()
+    assert instance["state"] == "active"
+    assert sorted(u["name"] for u in instance["units"]) == ["dns-1", "pcscf-1", "scscf-1", "scscf-2"]
+    assert all(u["state"] == "running" for u in instance["units"])
+    # No unit was started twice: one main process per unit folder, and the survivors were adopted.
+    mains = _main_processes(fresh_server)
+    assert sorted(mains) == ["dns-1", "pcscf-1", "scscf-1", "scscf-2"], mains
+    assert {p.pid for p in survivors if p.pid in {m.pid for m in mains.values()}}
+    events = [e["message"] for e in api.get("/v1/instances/crash/events").json()]
+    assert any("resumed after a restart" in m for m in events)
+
+    dispose = api.delete("/v1/instances/crash")
+    assert api.wait_operation(dispose.json()["id"])["state"] == "succeeded"
+    wait_for(lambda: fresh_server.unit_processes() == [], 10, "no unit process left")
+
+
+def test_restart_adopts_running_units(fresh_server):
+    fresh_server.start()
+    api = fresh_server.api("adopt")
+    instance = api.create("adopt")
+    pids = {u["name"]: u["pid"] for u in instance["units"]}
+    fresh_server.stop()
+    assert all(psutil.pid_exists(pid) for pid in pids.values()), "units outlive the orchestrator"
+    fresh_server.start()
+    api = fresh_server.api("adopt")
+    scaled = api.patch("/v1/instances/adopt", json={"sizes": {"scscf": 2}})
+    assert api.wait_operation(scaled.json()["id"])["state"] == "succeeded"
+    after = {u["name"]: u["pid"] for u in api.get("/v1/instances/adopt").json()["units"]}
+    assert {k: after[k] for k in pids} == pids, "the running units were adopted, not restarted"
+    dispose = api.delete("/v1/instances/adopt")
+    assert api.wait_operation(dispose.json()["id"])["state"] == "succeeded"
+    assert fresh_server.unit_processes() == []
+
+
+def _main_processes(server) -> dict[str, psutil.Process]:
+    """Per unit folder, the process whose parent is not of the same unit."""
+    procs = server.unit_processes()
+    by_unit: dict[str, list[psutil.Process]] = {}
+    for proc in procs:
+        unit = next(part for part in proc.cmdline() if "/units/" in part).split("/units/")[1].split("/")[0]
+        by_unit.setdefault(unit, []).append(proc)
+    mains = {}
+    for unit, members in by_unit.items():
+        pids = {p.pid for p in members}
+        leaders = [p for p in members if p.ppid() not in pids]
+        assert len(leaders) == 1, f"{unit} has {len(leaders)} main processes"
+        mains[unit] = leaders[0]
+    return mains
