@@ -316,8 +316,15 @@ def rpc(addr: str, method: str, *params):
         body["params"] = list(params)
     req = urllib.request.Request(f"http://{addr}:{HTTP_PORT}/RPC", data=json.dumps(body).encode(),
                                  headers={"Content-Type": "application/json"}, method="POST")
-    with _OPENER.open(req, timeout=5) as r:
-        doc = json.loads(r.read())
+    try:
+        with _OPENER.open(req, timeout=5) as r:
+            doc = json.loads(r.read())
+    except urllib.error.HTTPError as e:          # JSON-RPC errors come with an HTTP error status
+        raw = e.read()
+        try:
+            doc = json.loads(raw)
+        except ValueError:
+            raise RpcError(f"{method}{list(params)} -> HTTP {e.code} {raw[:200]!r}") from None
     if "error" in doc:
         raise RpcError(f"{method}{list(params)} -> {doc['error']}")
     RPC_SEEN.setdefault(method, json.dumps(body))
@@ -410,13 +417,8 @@ def _last_counter(text: str, label: str) -> int:
     return int(vals[-1]) if vals else -1
 
 
-_SIPP_N = 0
-
-
 def sipp(demo: Demo, name: str, scenario: str, user: str, password: str, host: int,
          extra: list[str], ooc: bool = False, expires: int = 3600, recv_timeout: int = 20000) -> Sipp:
-    global _SIPP_N
-    _SIPP_N += 1
     wd = demo.base / "sipp"
     wd.mkdir(exist_ok=True)
     port = 5100 + host
@@ -430,8 +432,9 @@ def sipp(demo: Demo, name: str, scenario: str, user: str, password: str, host: i
             "-trace_err", "-error_file", str(wd / f"{name}.errors.log")] + extra
     out = wd / f"{name}.out"
     debug(" ".join(cmd))
-    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=open(out, "wb"),
-                            stderr=subprocess.STDOUT, cwd=str(wd), start_new_session=True)
+    with open(out, "wb") as outf:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=outf,
+                                stderr=subprocess.STDOUT, cwd=str(wd), start_new_session=True)
     s = Sipp(name, cmd, out, proc)
     demo.sipps.append(proc)
     return s
@@ -452,6 +455,23 @@ def add_subscribers(demo: Demo, names: list[str]) -> None:
                         (n, DOMAIN, pw))
             demo.subscribers[n] = pw
     con.close()
+
+
+def churn_subscribers(demo: Demo, seconds: float) -> int:
+    """Insert and delete subscribers for `seconds` (the orchestrator writing while Kamailio reads)."""
+    con = sqlite3.connect(demo.db)
+    n = 0
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        with con:
+            con.execute("INSERT INTO subscriber (username, domain, password) VALUES (?, ?, ?)",
+                        (f"churn{n}", DOMAIN, secrets.token_hex(8)))
+        with con:
+            con.execute("DELETE FROM subscriber WHERE username = ?", (f"churn{n}",))
+        n += 1
+        time.sleep(0.01)
+    con.close()
+    return n
 
 
 def start_scscf(demo: Demo, index: int) -> Unit | None:
@@ -476,7 +496,16 @@ def start_scscf(demo: Demo, index: int) -> Unit | None:
 
 def reload_dispatcher(demo: Demo, label: str) -> bool:
     write_dispatcher_list(demo)
-    rpc(demo.pcscf.address, "dispatcher.reload")
+    deadline = time.monotonic() + 8
+    while True:         # reload_delta: one reload a second at most ("Ongoing reload")
+        try:
+            rpc(demo.pcscf.address, "dispatcher.reload")
+            break
+        except RpcError as e:
+            if "Ongoing reload" not in str(e) or time.monotonic() > deadline:
+                raise
+            info(f"dispatcher.reload: {e}; again in 0.5 s")
+            time.sleep(0.5)
     want = {f"sip:{u.address}:{SIP_PORT}" for u in demo.in_dispatcher}
     deadline = time.monotonic() + 10
     targets: dict[str, str] = {}
@@ -514,22 +543,20 @@ def scale_in(demo: Demo, unit: Unit) -> None:
     uri = f"sip:{unit.address}:{SIP_PORT}"
     # "d" (disabled): with ds_probing_mode 1 an "i"/"ip" state is undone by the next good keepalive
     rpc(p, "dispatcher.set_state", "d", 1, uri)
-    time.sleep(4)           # longer than ds_ping_interval: the state must hold
-    flags = dispatcher_targets(p).get(uri, "?")
-    check(f"scale-in {unit.name}: dispatcher.set_state d holds", flags.startswith("D"), f"flags {flags}")
     t0 = time.monotonic()
-    active = -1
-    while time.monotonic() - t0 < 30:
+    first = active = stat(unit.address, "active_transactions")
+    while active != 0 and time.monotonic() - t0 < 30:
+        time.sleep(0.1)
         active = stat(unit.address, "active_transactions")
-        if active == 0:
-            break
-        time.sleep(0.2)
     tm = rpc(unit.address, "tm.stats")
     check(f"scale-in {unit.name}: drained (tmx active_transactions = 0)", active == 0,
-          f"after {time.monotonic() - t0:.1f} s; tm.stats current {tm.get('current')}, total {tm.get('total')}")
+          f"{first} at disable, 0 after {time.monotonic() - t0:.1f} s; "
+          f"tm.stats current {tm.get('current')}, total {tm.get('total')}")
     before = registers(unit.address)
-    time.sleep(2)
+    time.sleep(4)           # longer than ds_ping_interval (3 s): the state must survive a keepalive
     after = registers(unit.address)
+    flags = dispatcher_targets(p).get(uri, "?")
+    check(f"scale-in {unit.name}: dispatcher.set_state d holds", flags.startswith("D"), f"flags {flags}")
     check(f"scale-in {unit.name}: no new REGISTER once disabled", after == before,
           f"accepted_regs {before} -> {after}")
     demo.in_dispatcher.remove(unit)
@@ -588,7 +615,9 @@ def _run(demo: Demo, args: argparse.Namespace, load: list[Sipp]) -> None:
     con = sqlite3.connect(demo.db)
     con.executescript((PROFILE_DIR / "subscribers.sql").read_text())
     con.executescript((PROFILE_DIR / "subscribers.sql").read_text())     # idempotent
+    mode = con.execute("PRAGMA journal_mode").fetchone()[0]
     con.close()
+    info(f"subscribers database journal_mode={mode}")
     add_subscribers(demo, ["alice", "bob"])
     check("subscribers.sql applied twice, alice and bob added", True, str(demo.db))
 
@@ -667,9 +696,10 @@ def _run(demo: Demo, args: argparse.Namespace, load: list[Sipp]) -> None:
     if not reload_dispatcher(demo, "scale-out 1 -> 3"):
         return
     expected = hashed_to(demo, load_users)
-    time.sleep(args.settle)
+    churn = churn_subscribers(demo, args.settle)       # writes to the DB under load
     after = {u.name: registers(u.address) for u in demo.scscfs}
     new = {n: after[n] - before[n] for n in after}
+    info(f"meanwhile {churn} subscriber insert+delete pairs written to {demo.db.name}")
     check("scale-out: the new S-CSCFs take REGISTERs", new["scscf-2"] + new["scscf-3"] > 0,
           "REGISTERs accepted since reload: " + ", ".join(f"{k} {v}" for k, v in new.items()))
     if expected:

@@ -42,10 +42,14 @@ STACK_ACTION: dict[OperationKind, str] = {
 def check_applicable(instance: Instance, kind: OperationKind) -> None:
     """Raise NotApplicable with the reason when `kind` cannot start now."""
     if instance.state in ALLOWED_FROM[kind]:
-        if kind in (K.PROVISION,) and instance.state == S.FAILED and not _has_units(instance):
+        if instance.state == S.FAILED and kind == K.PROVISION and not _was_deployed(instance):
             raise NotApplicable(
                 f"provision needs a deployed instance; '{instance.name}' failed before its deploy "
                 "finished: run deploy again first")
+        if instance.state == S.FAILED and kind == K.DEPLOY and _was_deployed(instance):
+            raise NotApplicable(
+                f"'{instance.name}' was deployed before it failed: retry with provision, an update "
+                "or a scale, or dispose of it")
         return
     hint = {
         S.INITIALISED: "deploy it first",
@@ -60,12 +64,12 @@ def check_applicable(instance: Instance, kind: OperationKind) -> None:
         {"state": instance.state.value, "operation": kind.value})
 
 
-def _has_units(instance: Instance) -> bool:
-    # A failed instance that was once deployed keeps its stack state's CREATE_COMPLETE or later.
+def _was_deployed(instance: Instance) -> bool:
+    # Only a deploy that never completed leaves these words; any later operation keeps the units.
     return instance.stack_state not in ("INIT_COMPLETE", "CREATE_FAILED", "CREATE_IN_PROGRESS")
 
 
-def state_after(instance: Instance, kind: OperationKind) -> InstanceState:
+def state_after(instance: Instance, kind: OperationKind, has_units: bool) -> InstanceState:
     """Where a successful operation leaves the instance."""
     if kind == K.DEPLOY:
         return S.DEPLOYED
@@ -73,7 +77,7 @@ def state_after(instance: Instance, kind: OperationKind) -> InstanceState:
         return S.ACTIVE
     if kind == K.DISPOSE:
         return S.DISPOSED
-    if not _has_units(instance):
+    if not has_units:
         return S.INITIALISED
     return S.ACTIVE if instance.provisioned else S.DEPLOYED
 
@@ -89,5 +93,5 @@ def applicable_actions(instance: Instance) -> list[str]:
         return []
     return [k.value for k in (K.DEPLOY, K.PROVISION)
             if instance.state in ALLOWED_FROM[k]
-            and not (k == K.PROVISION and not _has_units(instance))
-            and not (k == K.DEPLOY and instance.state == S.FAILED and _has_units(instance))]
+            and not (k == K.PROVISION and not _was_deployed(instance))
+            and not (k == K.DEPLOY and instance.state == S.FAILED and _was_deployed(instance))]

@@ -65,6 +65,8 @@ class Service:
             driver=driver_name, domain=domain, sizes=all_sizes, attributes=changes.attributes,
             test_subscribers=True if changes.test_subscribers is None else changes.test_subscribers,
             secret=secrets.token_hex(16))
+        if then:
+            lifecycle.check_applicable(instance, then[0])  # refuse before anything is stored
         self.store.create_instance(instance)
         self.store.add_event(instance.id, "lifecycle", f"initialised (profile {prof.name}, driver "
                              f"{driver_name}, domain {domain})", {"sizes": all_sizes})

@@ -65,6 +65,9 @@ class Dns:
         query = DNSRecord.question(name, rtype)
         return DNSRecord.parse(query.send(ADDRESS, self.port, tcp=tcp, timeout=2))
 
+    def settled(self) -> bool:
+        return "serving" in self.log.read_text() or self.proc.poll() is not None
+
     def lines(self) -> list[str]:
         return self.log.read_text().splitlines()
 
@@ -100,7 +103,7 @@ def serving(tmp_path: Path) -> Dns:
     port = 15353
     for _ in range(5):
         server = spawn(tmp_path, port := free_port(port))
-        assert until(lambda: "serving" in server.log.read_text() or server.proc.poll() is not None)
+        assert until(server.settled)
         if server.proc.poll() is None:
             return server
         assert server.proc.wait() == 2, server.log.read_text()

@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from starlette.routing import Match
 from starlette.exceptions import HTTPException
 
 from ..model import OrchestratorError
@@ -58,9 +59,18 @@ def create_app(app_state) -> FastAPI:
         response = error_response(request, exc.status_code, code, message, {})
         for name, value in (exc.headers or {}).items():
             response.headers[name] = value
+        if exc.status_code == 405:  # Starlette names only the first matching route's methods
+            response.headers["Allow"] = ", ".join(_allowed_methods(app, request.url.path))
         return response
 
     return app
+
+
+def _allowed_methods(app: FastAPI, path: str) -> list[str]:
+    """Every method some route takes at `path`, asked of the router itself."""
+    scope = {"type": "http", "path": path, "root_path": ""}
+    return [m for m in ("GET", "PUT", "POST", "PATCH", "DELETE")
+            if any(r.matches({**scope, "method": m})[0] == Match.FULL for r in app.router.routes)]
 
 
 def _plain_handler(status: int):

@@ -64,7 +64,7 @@ class LocalTokens:
                                "(the file admin.token in its data folder)")
         if not tenant or len(tenant) > TENANT_MAX:
             raise InvalidInput("tenant must be 1 to 255 characters")
-        seconds = ttl or self.ttl
+        seconds = self.ttl if ttl is None else ttl
         if not 0 < seconds <= 30 * 86400:
             raise InvalidInput("ttl must be between 1 second and 30 days")
         token = secrets.token_urlsafe(32)

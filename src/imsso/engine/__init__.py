@@ -103,7 +103,7 @@ class Engine:
         op.finished_at = utcnow()
         if error is None:
             op.state = OperationState.SUCCEEDED
-            instance.state = lifecycle.state_after(instance, op.kind)
+            instance.state = lifecycle.state_after(instance, op.kind, self._has_units(instance))
             instance.stack_state = self._stack_state(instance, op, "COMPLETE")
             instance.failed_operation_id = None
             message = f"{op.kind.value} succeeded"
@@ -117,11 +117,11 @@ class Engine:
             instance.provisioned = True
         instance.current_operation_id = None
         self.store.save_instance(instance)
+        self.store.add_event(instance.id, "lifecycle" if error is None else "failure", message,
+                             {"operation": op.id, **({"error": error.__dict__} if error else {})})
         if error is None and op.params.get("then"):
             self._chain(op, instance)  # before the operation shows as done, so clients can follow it
         self.store.save_operation(op)
-        self.store.add_event(instance.id, "lifecycle" if error is None else "failure", message,
-                             {"operation": op.id, **({"error": error.__dict__} if error else {})})
         for listener in self.listeners:
             listener(op)
 
@@ -142,9 +142,14 @@ class Engine:
                              {"operation": follow.id})
         self.submit(follow)
 
-    @staticmethod
-    def _stack_state(instance, op: Operation, phase: str) -> str:
-        # Provisioning configures what exists: Heat would not see a stack action for it.
+    def _has_units(self, instance) -> bool:
+        return bool(self.store.units(instance.id))
+
+    def _stack_state(self, instance, op: Operation, phase: str) -> str:
+        # Provisioning configures what exists, and an update before any deploy changes only the
+        # spec: Heat would see no stack action for either.
         if op.kind == OperationKind.PROVISION:
+            return instance.stack_state
+        if op.kind in (OperationKind.UPDATE, OperationKind.SCALE) and not self._has_units(instance):
             return instance.stack_state
         return lifecycle.stack_state(op.kind, phase)

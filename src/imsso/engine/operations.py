@@ -117,7 +117,8 @@ def converge(run: Run) -> None:
     with run.step("subscriber table"):
         # The S-CSCFs open this table at start: it must exist before they do.
         run.driver.sync_subscribers(run.instance, run.profile, run.store.subscribers(run.instance.id))
-    new = [u for u in keep if not run.driver.is_alive(run.instance, u)]
+    # A unit counts as started once it answered its probe, not merely when its process lives.
+    new = [u for u in keep if u.state != UnitState.RUNNING or not run.driver.is_alive(run.instance, u)]
     if new:
         with run.step("preflight") as step:
             run.driver.preflight(run.instance, _plan(run, keep), [u.name for u in new])

@@ -81,8 +81,10 @@ async def post(name: str, request: Request) -> Response:
 @router.delete("/orchestrator/{name}")
 def delete(name: str, request: Request) -> Response:
     svc, who = _service(request), _caller(request)
-    svc.dispose(who, name)
-    return _entity_response(request, svc, svc.get(who, name), 200)
+    instance = svc.get(who, name)
+    svc.dispose(who, instance.id)
+    # By id: a quick dispose may already have made the instance unfindable by name.
+    return _entity_response(request, svc, svc.store.get_instance(instance.id), 200)
 
 
 # the service manager's collection: POST creates and deploys and provisions
@@ -118,8 +120,10 @@ async def post_ims(ref: str, request: Request) -> Response:
 @router.delete("/ims/{ref}")
 def delete_ims(ref: str, request: Request) -> Response:
     svc, who = _service(request), _caller(request)
-    svc.dispose(who, ref)
-    return _entity_response(request, svc, svc.get(who, ref), 200)
+    instance = svc.get(who, ref)
+    svc.dispose(who, instance.id)
+    # By id: a quick dispose may already have made the instance unfindable by name.
+    return _entity_response(request, svc, svc.store.get_instance(instance.id), 200)
 
 
 async def _post(request: Request, ref: str, kind: Category) -> Response:

@@ -5,6 +5,11 @@
 -- password is in the "password" column; ha1/ha1b may stay empty.
 -- Idempotent: can be applied to an existing file.
 
+-- Write-ahead log: the orchestrator's writes never block Kamailio's reads (db_sqlite sets no busy
+-- timeout: in the default rollback-journal mode a read that meets a commit fails at once).
+-- Persistent in the file; the folder must stay writable for the -wal/-shm files.
+PRAGMA journal_mode = WAL;
+
 CREATE TABLE IF NOT EXISTS version (
     id INTEGER PRIMARY KEY NOT NULL,
     table_name VARCHAR(32) NOT NULL,
