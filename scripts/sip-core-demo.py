@@ -564,6 +564,15 @@ def scale_in(demo: Demo, unit: Unit) -> None:
     clean = stop(unit)
     demo.scscfs.remove(unit)
     check(f"scale-in {unit.name}: stopped", clean and not group_pids(unit.proc.pid))
+    # the other S-CSCFs would replicate to it (and time out) until DMQ notices: tell them now
+    gone = f"sip:{unit.address}:{SIP_PORT}"
+    for u in demo.scscfs:
+        seen = {(n["host"], n.get("status")) for n in rpc(u.address, "dmq.list_nodes") if not n.get("local")}
+        debug(f"{u.name} dmq nodes before dmq.remove: {sorted(seen)}")
+        rpc(u.address, "dmq.remove", gone)
+        left = {n["host"] for n in rpc(u.address, "dmq.list_nodes")}
+        check(f"scale-in {unit.name}: dmq.remove on {u.name}", unit.address not in left,
+              f"DMQ nodes now: {', '.join(sorted(left))}")
 
 
 def run(args: argparse.Namespace) -> None:
@@ -752,6 +761,8 @@ def _run(demo: Demo, args: argparse.Namespace, load: list[Sipp]) -> None:
         info(f"{unit.name} had accepted {before} REGISTERs before the kill")
         demo.in_dispatcher.remove(unit)
         reload_dispatcher(demo, f"failover: {unit.name} removed")
+        for u in demo.scscfs:
+            rpc(u.address, "dmq.remove", f"sip:{unit.address}:{SIP_PORT}")
 
     # ----- a call after scaling -----
     call(demo, "call alice -> bob after scaling", 113, 114)

@@ -37,7 +37,9 @@ class Client:
     """The API as the CLI sees it: base URL from IMSSO_URL, token and tenant from the environment."""
 
     def __init__(self, url: str | None = None, token: str | None = None, tenant: str | None = None):
-        self.url = (url or os.environ.get("IMSSO_URL") or "http://127.0.0.1:8051").rstrip("/")
+        # IMSSO_URL names a remote service; else the one this machine's settings would serve.
+        listen = os.environ.get("IMSSO_LISTEN", "127.0.0.1:8051")
+        self.url = (url or os.environ.get("IMSSO_URL") or f"http://{listen}").rstrip("/")
         self.token = token or os.environ.get("IMSSO_TOKEN", "")
         self.tenant = tenant or os.environ.get("IMSSO_TENANT", "")
 

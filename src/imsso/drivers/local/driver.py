@@ -113,8 +113,8 @@ class LocalDriver:
             # -DD: stay in the foreground so the pid we hold is Kamailio's main process;
             # -E: log to stderr, which is the unit's log file.
             return ["kamailio", "-DD", "-E", "-f", str(folder / "kamailio.cfg"),
-                    "-P", str(folder / "kamailio.pid"), "-m", str(plan.shm_mb), "-M", "8",
-                    "-w", str(folder)]
+                    "-P", str(folder / "kamailio.pid"), "-Y", str(folder), "-m", str(plan.shm_mb),
+                    "-M", "8"]
         if plan.program == "dns":
             return [sys.executable, "-m", "imsso.dns.server", "--zone", str(folder / "zone.json"),
                     "--listen", plan.address, "--port", str(self.dns_port),
