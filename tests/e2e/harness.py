@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -12,6 +13,8 @@ from typing import Any
 
 import httpx
 import psutil
+
+from imsso.drivers.local.kamrpc import KamailioRpc, RpcError
 
 ROOT = Path(__file__).resolve().parents[2]
 SCENARIOS = Path(__file__).parent / "scenarios"
@@ -150,3 +153,61 @@ class Api:
     def subscribers(self, name: str) -> list[dict[str, Any]]:
         subs = self.client.get(f"/v1/instances/{name}/subscribers").json()
         return [self.client.get(f"/v1/instances/{name}/subscribers/{s['user']}").json() for s in subs]
+
+
+class Sipp:
+    """One sipp process for one user (digest credentials come from -au/-ap), on a client address."""
+
+    def __init__(self, workdir: Path, proxy: str, scenario: str, user: str, password: str, domain: str,
+                 client_ip: str, port: int, *extra: str):
+        self.workdir = workdir
+        self.user = user
+        self.name = f"{user}-{port}"
+        self.argv = ["sipp", f"{proxy}:5060", "-sf", str(SCENARIOS / scenario), "-t", "u1",
+                     "-i", client_ip, "-p", str(port), "-mp", str(port + 1000),
+                     "-s", user, "-au", user, "-ap", password, "-key", "domain", domain,
+                     "-auth_uri", domain, "-nostdin", "-trace_err",
+                     "-error_file", str(workdir / f"{self.name}-errors.log"), *extra]
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "Sipp":
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.log = open(self.workdir / f"{self.name}.out", "wb")
+        self.proc = subprocess.Popen(self.argv, cwd=self.workdir, stdout=self.log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL)
+        return self
+
+    def wait(self, timeout: float = 60) -> int:
+        assert self.proc is not None
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError(f"sipp for {self.user} still running after {timeout:.0f} s:\n{self.output()}")
+        finally:
+            self.log.close()
+
+    def run(self, timeout: float = 60) -> int:
+        return self.start().wait(timeout)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def output(self) -> str:
+        text = (self.workdir / f"{self.name}.out").read_text(errors="replace")
+        errors = self.workdir / f"{self.name}-errors.log"
+        if errors.exists():
+            text += "\n--- errors ---\n" + errors.read_text(errors="replace")[-3000:]
+        return text[-6000:]
+
+
+def in_location(scscf_address: str, text: str) -> bool:
+    """Whether the S-CSCF's location table (ul.dump over its JSON-RPC) mentions `text`."""
+    try:
+        dump = KamailioRpc(scscf_address).call("ul.dump")
+    except RpcError:
+        return False
+    return text in json.dumps(dump)

@@ -1,0 +1,42 @@
+"""A real SIP client (sipp) against a deployed and provisioned sip-core instance."""
+
+from __future__ import annotations
+
+from harness import SCENARIOS, Sipp, in_location, wait_for
+
+
+def test_register_and_call_between_two_subscribers(server, tmp_path):
+    api = server.api("sipcall")
+    instance = api.create("sipcall")
+    pcscf = next(u["address"] for u in instance["units"] if u["role"] == "pcscf")
+    scscf = next(u["address"] for u in instance["units"] if u["role"] == "scscf")
+    subs = {s["user"]: s["password"] for s in api.subscribers("sipcall")}
+    assert set(subs) == {"alice", "bob"}, "provision adds two test subscribers"
+    domain = instance["domain"]
+
+    # REGISTER: the scenario requires a 401 challenge, then a 200 to the digest answer.
+    for n, (user, password) in enumerate(sorted(subs.items())):
+        reg = Sipp(tmp_path, pcscf, "register.xml", user, password, domain, "127.150.0.1", 5070 + 2 * n,
+                   "-key", "expires", "300", "-m", "1", "-recv_timeout", "10000")
+        assert reg.run() == 0, reg.output()
+        assert in_location(scscf, f"127.150.0.1:{5070 + 2 * n}")
+
+    bob = Sipp(tmp_path, pcscf, "uas_call.xml", "bob", subs["bob"], domain, "127.150.0.2", 5080,
+               "-oocsf", str(SCENARIOS / "uas_call.xml"), "-key", "expires", "300", "-m", "1",
+               "-recv_timeout", "30000").start()
+    try:
+        # Bob's fresh contact must be the binding the call reaches.
+        wait_for(lambda: in_location(scscf, "127.150.0.2:5080"), 20, "bob's new contact")
+        alice = Sipp(tmp_path, pcscf, "uac_call.xml", "alice", subs["alice"], domain, "127.150.0.3", 5090,
+                     "-key", "expires", "300", "-key", "callee", "bob", "-d", "500", "-m", "1",
+                     "-recv_timeout", "20000")
+        assert alice.run() == 0, alice.output()  # INVITE, 407, INVITE, 180, 200, ACK, BYE, 200
+        assert bob.wait() == 0, bob.output()      # INVITE answered 180 and 200, ACK, BYE answered
+    finally:
+        bob.stop()
+
+    wrong = Sipp(tmp_path, pcscf, "register.xml", "alice", "not-the-password", domain, "127.150.0.4",
+                 5100, "-key", "expires", "300", "-m", "1", "-recv_timeout", "5000")
+    assert wrong.run() != 0, "a wrong password is refused"
+    assert api.wait_operation(api.delete("/v1/instances/sipcall").json()["id"])["state"] == "succeeded"
+
