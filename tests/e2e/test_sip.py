@@ -16,10 +16,10 @@ def test_register_and_call_between_two_subscribers(server, tmp_path):
 
     # REGISTER: the scenario requires a 401 challenge, then a 200 to the digest answer.
     for n, (user, password) in enumerate(sorted(subs.items())):
-        reg = Sipp(tmp_path, pcscf, "register.xml", user, password, domain, "127.150.0.1", 5070 + 2 * n,
+        reg = Sipp(tmp_path, pcscf, "register.xml", user, password, domain, "127.150.0.1", 5070 + 10 * n,
                    "-key", "expires", "300", "-m", "1", "-recv_timeout", "10000")
         assert reg.run() == 0, reg.output()
-        assert in_location(scscf, f"127.150.0.1:{5070 + 2 * n}")
+        assert in_location(scscf, f"127.150.0.1:{5070 + 10 * n}")
 
     bob = Sipp(tmp_path, pcscf, "uas_call.xml", "bob", subs["bob"], domain, "127.150.0.2", 5080,
                "-oocsf", str(SCENARIOS / "uas_call.xml"), "-key", "expires", "300", "-m", "1",

@@ -179,8 +179,10 @@ class LocalDriver:
                 stats = rpc.call("tm.stats")
             except RpcError:
                 return {"transactions": 0.0}  # nothing answers: nothing is in flight there
-            seen = {"transactions": float(stats.get("current", 0)), "waiting": float(stats.get("waiting", 0))}
-            if seen["transactions"] == 0:
+            # "waiting" transactions are finished ones kept to absorb retransmissions: not in flight.
+            current, waiting = float(stats.get("current", 0)), float(stats.get("waiting", 0))
+            seen = {"transactions": current - waiting, "waiting": waiting}
+            if seen["transactions"] <= 0:
                 return seen
             time.sleep(0.1)
         return seen
