@@ -45,8 +45,13 @@ class Orchestrator:
 
     def start(self) -> None:
         self.engine.start()
+        pid_file(self.settings).write_text(f"{os.getpid()}\n")
 
     def stop(self) -> None:
+        # Here, not after uvicorn.run: uvicorn re-raises SIGTERM once shut down, ending the process.
+        path = pid_file(self.settings)
+        if path.exists() and path.read_text().strip() == str(os.getpid()):
+            path.unlink()
         self.engine.stop()
         self.store.close()
 
@@ -83,11 +88,6 @@ def serve(settings: Settings) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     _check_listen(settings.resolved())
     orchestrator = Orchestrator(settings)
-    app = create_app(orchestrator)
-    pid_path = pid_file(orchestrator.settings)
-    pid_path.write_text(f"{os.getpid()}\n")
-    try:
-        uvicorn.run(app, host=settings.host, port=settings.port, log_level="info", access_log=False)
-    finally:
-        if pid_path.exists() and pid_path.read_text().strip() == str(os.getpid()):
-            pid_path.unlink()
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per unit RPC is noise
+    uvicorn.run(create_app(orchestrator), host=settings.host, port=settings.port, log_level="info",
+                access_log=False)
