@@ -243,6 +243,25 @@ def pss_kb(pids: list[int]) -> int:
     return total
 
 
+def db_open_modes(pids: list[int], path: Path) -> set[str]:
+    """How the processes hold `path` open: {"ro"}, {"rw"}, ... (from /proc/PID/fdinfo)."""
+    modes = set()
+    for pid in pids:
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                if os.readlink(f"/proc/{pid}/fd/{fd}") != str(path):
+                    continue
+                flags = Path(f"/proc/{pid}/fdinfo/{fd}").read_text().split("flags:")[1].split()[0]
+            except (OSError, IndexError):
+                continue
+            modes.add({0: "ro", 1: "wo", 2: "rw"}[int(flags, 8) & 3])
+    return modes
+
+
 def demo_kamailios(base: Path) -> list[int]:
     """kamailio processes whose command line names a file of this demo."""
     found = []
@@ -719,6 +738,10 @@ def _run(demo: Demo, args: argparse.Namespace, load: list[Sipp]) -> None:
     peers = {n["host"] for n in nodes if n.get("status") == "active"}
     check("scale-out: dmq.list_nodes on scscf-1 shows the 3 S-CSCFs",
           {u.address for u in demo.scscfs} <= peers, ", ".join(sorted(peers)))
+    modes = set()
+    for u in demo.scscfs:
+        modes |= db_open_modes(group_pids(u.proc.pid), demo.db)
+    check("S-CSCFs hold the subscribers database read-only", modes == {"ro"}, f"open modes {sorted(modes)}")
     for u in [demo.pcscf] + demo.scscfs:
         pids = group_pids(u.proc.pid)
         info(f"{u.name}: PSS {pss_kb(pids) / 1024:.1f} MiB over {len(pids)} processes (under load, 3 S-CSCFs)")

@@ -88,3 +88,30 @@ def _in_state(kid: str, tenant: str, state: str) -> dict[str, str] | None:
     if attrs.get("mcn.service.state") == '"failed"':
         raise AssertionError(f"instance failed: {attrs.get('imsso.error')}")
     return attrs if attrs.get("mcn.service.state") == f'"{state}"' else None
+
+
+def test_service_manager_collection_creates_deploys_and_provisions(server):
+    kid, tenant = server.token("sm-tenant"), "sm-tenant"
+    created = subprocess.run(
+        ["curl", "-s", "-i", "-X", "POST", "http://127.0.0.1:8051/ims/", "-H", "Content-Type: text/occi",
+         "-H", 'Category: ims; scheme="http://schemas.mobile-cloud-networking.eu/occi/sm#"',
+         "-H", f"X-Auth-Token: {kid}", "-H", f"X-Tenant-Name: {tenant}"],
+        capture_output=True, text=True, timeout=30).stdout
+    assert created.startswith("HTTP/1.1 201"), created
+    location = re.search(r"^location: (\S+)", created, re.M | re.I).group(1)
+    assert re.match(r"http://127\.0\.0\.1:8051/ims/[0-9a-f-]{36}$", location)
+    listed = subprocess.run(["curl", "-s", "http://127.0.0.1:8051/ims/", "-H", "Accept: text/uri-list",
+                             "-H", f"X-Auth-Token: {kid}", "-H", f"X-Tenant-Name: {tenant}"],
+                            capture_output=True, text=True, timeout=30).stdout
+    assert location in listed.split()
+
+    def active():
+        body = subprocess.run(["curl", "-s", location, "-H", f"X-Auth-Token: {kid}",
+                               "-H", f"X-Tenant-Name: {tenant}"], capture_output=True, text=True).stdout
+        return 'mcn.service.state="active"' in body
+
+    wait_for(active, 60, "the /ims/ instance to be deployed and provisioned")
+    deleted = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "DELETE", location,
+                              "-H", f"X-Auth-Token: {kid}", "-H", f"X-Tenant-Name: {tenant}"],
+                             capture_output=True, text=True, timeout=30).stdout
+    assert deleted == "200"

@@ -3,6 +3,8 @@ subscriber stays in the location table of every S-CSCF (replicated over DMQ)."""
 
 from __future__ import annotations
 
+import psutil
+
 from harness import Sipp, in_location, wait_for
 
 USERS = [f"load{n}" for n in range(1, 5)]
@@ -23,6 +25,7 @@ def test_scale_out_and_in_under_registration_load_loses_nothing(server, tmp_path
                   "-recv_timeout", "5000").start() for n, user in enumerate(USERS)]
     try:
         scscf1 = _scscfs(api)[0]
+        pcscf_pid = _pid(api, "pcscf-1")
         wait_for(lambda: all(in_location(scscf1, f"{u}@") for u in USERS), 20, "first registrations")
 
         _scale(api, 3)
@@ -36,6 +39,7 @@ def test_scale_out_and_in_under_registration_load_loses_nothing(server, tmp_path
         assert _scscfs(api) == [scscf1]
         assert all(in_location(scscf1, f"{u}@") for u in USERS)
         assert all(load.proc.poll() is None for load in loads), "the load ran through the scaling"
+        assert _pid(api, "pcscf-1") == pcscf_pid, "the P-CSCF was reloaded, not restarted"
         for load in loads:
             assert load.wait(60) == 0, load.output()  # every REGISTER got its 200
     finally:
@@ -51,6 +55,13 @@ def _scale(api, count: int) -> None:
     assert response.status_code == 202, response.text
     op = api.wait_operation(response.json()["id"])
     assert op["state"] == "succeeded", (op["error"], op["steps"])
+
+
+def _pid(api, unit: str) -> int:
+    units = api.get("/v1/instances/scaling").json()["units"]
+    pid = next(u["pid"] for u in units if u["name"] == unit)
+    assert psutil.pid_exists(pid)
+    return pid
 
 
 def _scscfs(api) -> list[str]:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from harness import SCENARIOS, Sipp, in_location, wait_for
+from harness import DNS_PORT, SCENARIOS, Sipp, in_location, wait_for
+from imsso.drivers.local import probes
 
 
 def test_register_and_call_between_two_subscribers(server, tmp_path):
@@ -11,6 +12,7 @@ def test_register_and_call_between_two_subscribers(server, tmp_path):
     pcscf = next(u["address"] for u in instance["units"] if u["role"] == "pcscf")
     scscf = next(u["address"] for u in instance["units"] if u["role"] == "scscf")
     subs = {s["user"]: s["password"] for s in api.subscribers("sipcall")}
+    _check_dns(instance)
     assert set(subs) == {"alice", "bob"}, "provision adds two test subscribers"
     domain = instance["domain"]
 
@@ -40,3 +42,16 @@ def test_register_and_call_between_two_subscribers(server, tmp_path):
     assert wrong.run() != 0, "a wrong password is refused"
     assert api.wait_operation(api.delete("/v1/instances/sipcall").json()["id"])["state"] == "succeeded"
 
+
+
+def _check_dns(instance) -> None:
+    """The instance's DNS server answers for every unit (A) and for the SIP service (SRV)."""
+    dns = next(u["address"] for u in instance["units"] if u["role"] == "dns")
+    domain = instance["domain"]
+    for unit in instance["units"]:
+        assert probes.dns_query(dns, DNS_PORT, f"{unit['name']}.{domain}", "A") == [unit["address"]]
+    pcscf = next(u for u in instance["units"] if u["role"] == "pcscf")
+    for proto in ("udp", "tcp"):
+        srv = probes.dns_query(dns, DNS_PORT, f"_sip._{proto}.{domain}", "SRV")
+        assert srv and f"{pcscf['name']}.{domain}" in srv[0] and "5060" in srv[0], srv
+    assert probes.dns_query(dns, DNS_PORT, f"nobody.{domain}", "A") == []
