@@ -172,7 +172,7 @@ def test_scscf_configs_carry_the_domain_the_secret_and_the_subscriber_table(prof
         config = plan.unit(name).files["kamailio.cfg"]
         assert f'alias="{DOMAIN}"' in config
         assert 'modparam("auth", "secret", "s3cr3t-nonce")' in config
-        assert "sqlite:///srv/imsso/inst-1/subscribers.sqlite" in config
+        assert "sqlite:////srv/imsso/inst-1/subscribers.sqlite" in config
 
 
 def test_pcscf_config_points_at_its_own_dispatcher_list(profile):
