@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import lifecycle, profiles, spec
-from .auth import Validator, check_headers
+from .auth import LocalTokens, Validator, check_headers
 from .config import Settings
 from .drivers import Driver
 from .engine import Engine
@@ -40,6 +40,11 @@ class Service:
         self._subscriber_locks: dict[str, threading.Lock] = {}
 
     # who
+    def issue_token(self, admin_token: str | None, tenant: str, ttl: int | None) -> tuple[str, Any]:
+        if not isinstance(self.validator, LocalTokens):
+            raise InvalidInput("this orchestrator validates tokens with Keystone: get one from Keystone")
+        return self.validator.issue(admin_token, tenant, ttl)
+
     def authenticate(self, token: str | None, tenant: str | None) -> Caller:
         token, tenant = check_headers(token, tenant)
         return Caller(self.validator.validate(token, tenant))
@@ -84,6 +89,13 @@ class Service:
         if found is None or found.tenant != caller.tenant or found.state.value == "disposed":
             raise NotFound(f"no instance '{ref}' for tenant {caller.tenant}")
         return found
+
+    def refresh(self, instance: Instance) -> Instance:
+        """The instance as stored now, even when an operation just disposed of it."""
+        return self.store.get_instance(instance.id)
+
+    def failed_operation(self, instance: Instance) -> Operation | None:
+        return self.store.get_operation(instance.failed_operation_id) if instance.failed_operation_id else None
 
     def list(self, caller: Caller) -> list[Instance]:
         return self.store.list_instances(caller.tenant)

@@ -33,7 +33,6 @@ def create_app(app_state) -> FastAPI:
                   description="IMS Service Orchestrator: OCCI at /orchestrator/ and /ims/, JSON under /v1",
                   openapi_url="/v1/openapi.json", docs_url="/v1/docs", redoc_url=None)
     app.state.service = app_state.service
-    app.state.local_tokens = app_state.local_tokens
     app.include_router(rest_router)
     app.include_router(occi_routes.router)
 

@@ -84,7 +84,7 @@ def delete(name: str, request: Request) -> Response:
     instance = svc.get(who, name)
     svc.dispose(who, instance.id)
     # By id: a quick dispose may already have made the instance unfindable by name.
-    return _entity_response(request, svc, svc.store.get_instance(instance.id), 200)
+    return _entity_response(request, svc, svc.refresh(instance), 200)
 
 
 # the service manager's collection: POST creates and deploys and provisions
@@ -123,7 +123,7 @@ def delete_ims(ref: str, request: Request) -> Response:
     instance = svc.get(who, ref)
     svc.dispose(who, instance.id)
     # By id: a quick dispose may already have made the instance unfindable by name.
-    return _entity_response(request, svc, svc.store.get_instance(instance.id), 200)
+    return _entity_response(request, svc, svc.refresh(instance), 200)
 
 
 async def _post(request: Request, ref: str, kind: Category) -> Response:
@@ -178,9 +178,7 @@ def _short_id() -> str:
 
 
 def entity(svc: Service, instance: Instance, location: str, kind: Category) -> Entity:
-    failed = (svc.store.get_operation(instance.failed_operation_id)
-              if instance.failed_operation_id else None)
-    attrs: dict[str, Any] = views.attributes(instance, svc.units(instance), failed)
+    attrs: dict[str, Any] = views.attributes(instance, svc.units(instance), svc.failed_operation(instance))
     actions = tuple((f"{location}?action={a}", ACTIONS[a]) for a in lifecycle.applicable_actions(instance))
     return Entity(kind=kind, location=location, attributes=attrs, actions=actions)
 

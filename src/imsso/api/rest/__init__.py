@@ -63,8 +63,7 @@ def accepted(response: Response, op) -> dict[str, Any]:
 
 
 def _instance(svc: Service, instance) -> dict[str, Any]:
-    failed = svc.store.get_operation(instance.failed_operation_id) if instance.failed_operation_id else None
-    return views.instance_json(instance, svc.units(instance), failed)
+    return views.instance_json(instance, svc.units(instance), svc.failed_operation(instance))
 
 
 @router.get("/health", tags=["service"])
@@ -74,13 +73,10 @@ def health() -> dict[str, str]:
 
 
 @router.post("/tokens", status_code=201, tags=["auth"])
-def issue_token(body: TokenRequest, request: Request,
+def issue_token(body: TokenRequest, svc: Svc,
                 x_auth_token: Annotated[str | None, Header()] = None) -> dict[str, Any]:
     """Issue a token for a tenant; needs the orchestrator's admin token (local tokens only)."""
-    tokens = request.app.state.local_tokens
-    if tokens is None:
-        raise InvalidInput("this orchestrator validates tokens with Keystone: get one from Keystone")
-    token, expires = tokens.issue(x_auth_token, body.tenant, body.ttl)
+    token, expires = svc.issue_token(x_auth_token, body.tenant, body.ttl)
     return {"token": token, "tenant": body.tenant, "expires_at": expires.isoformat()}
 
 
