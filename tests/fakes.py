@@ -114,6 +114,10 @@ class FakeDriver:
         self._record("wait_drained", unit)
         return {"transactions": 0.0}
 
+    def call(self, instance: Instance, unit: Unit, method: str, *params: str) -> object:
+        self._record("call", unit, {"method": method, "params": list(params)})
+        return None
+
     def stop_unit(self, instance: Instance, unit: Unit) -> None:
         self._record("stop_unit", unit)
         self.alive.discard((instance.id, unit.name))

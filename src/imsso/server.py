@@ -15,6 +15,7 @@ from .auth.keystone import KeystoneValidator
 from .config import Settings
 from .drivers.local import LocalDriver
 from .engine import Engine
+from .engine.observer import Observer
 from .model import InvalidInput
 from .service import Service
 from .store import Store
@@ -34,6 +35,7 @@ class Orchestrator:
             raise InvalidInput(f"IMSSO_DRIVER '{settings.driver}' is not available "
                                f"(available: {', '.join(self.drivers)})")
         self.engine = Engine(self.store, self.drivers, settings)
+        self.observer = Observer(self.store, self.drivers)
         self.local_tokens: LocalTokens | None = None
         if settings.keystone_url:
             validator = KeystoneValidator(settings.keystone_url)
@@ -45,6 +47,7 @@ class Orchestrator:
 
     def start(self) -> None:
         self.engine.start()
+        self.observer.start()
         pid_file(self.settings).write_text(f"{os.getpid()}\n")
 
     def stop(self) -> None:
@@ -52,6 +55,7 @@ class Orchestrator:
         path = pid_file(self.settings)
         if path.exists() and path.read_text().strip() == str(os.getpid()):
             path.unlink()
+        self.observer.stop()
         self.engine.stop()
         self.store.close()
 

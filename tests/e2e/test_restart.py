@@ -78,3 +78,24 @@ def _main_processes(server) -> dict[str, psutil.Process]:
         assert len(leaders) == 1, f"{unit} has {len(leaders)} main processes"
         mains[unit] = leaders[0]
     return mains
+
+
+def test_a_dead_unit_is_shown_failed_and_provision_brings_it_back(server):
+    api = server.api("dying")
+    instance = api.create("dying")
+    victim = next(u for u in instance["units"] if u["name"] == "scscf-1")
+    psutil.Process(victim["pid"]).kill()
+
+    def shown_failed():
+        units = api.get("/v1/instances/dying").json()["units"]
+        return next(u for u in units if u["name"] == "scscf-1")["state"] == "failed"
+
+    wait_for(shown_failed, 15, "scscf-1 to be shown failed")
+    events = [e["message"] for e in api.get("/v1/instances/dying/events").json()]
+    assert "scscf-1 is not running" in events
+    again = api.post("/v1/instances/dying/actions/provision")
+    op = api.wait_operation(again.json()["id"])
+    assert op["state"] == "succeeded", (op["error"], [(s["name"], s["detail"]) for s in op["steps"]])
+    units = {u["name"]: u for u in api.get("/v1/instances/dying").json()["units"]}
+    assert units["scscf-1"]["state"] == "running" and units["scscf-1"]["pid"] != victim["pid"]
+    assert api.wait_operation(api.delete("/v1/instances/dying").json()["id"])["state"] == "succeeded"

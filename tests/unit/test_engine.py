@@ -220,6 +220,10 @@ def test_scale_out_and_in_starts_then_drains_and_stops_highest_first(orch: Orche
         routing = [c for c in calls[:drain] if c.method == "apply_files" and c.unit == "pcscf-1"]
         assert routing, f"the P-CSCF's routing was not pushed before {name} was drained"
         assert units[name].address not in routing[-1].data["files"]["dispatcher.list"]
+    # the S-CSCF that stays forgets each one that left their DMQ group
+    forgets = [(c.unit, c.data["params"]) for c in calls if c.method == "call" and c.data["method"] == "dmq.remove"]
+    assert forgets == [("scscf-1", [f"sip:{units['scscf-3'].address}:5060"]),
+                       ("scscf-1", [f"sip:{units['scscf-2'].address}:5060"])]
     assert sorted(u.name for u in orch.store.units(instance.id)) == ["dns-1", "pcscf-1", "scscf-1"]
     assert dispatcher(orch, instance.id) == [units["scscf-1"].address]
     assert orch.store.get_instance(instance.id).sizes["scscf"] == 1

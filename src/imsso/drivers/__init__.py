@@ -45,6 +45,9 @@ class Driver(Protocol):
     def wait_drained(self, instance: Instance, unit: Unit, deadline: float) -> dict[str, float]:
         """Return when the unit has no transaction left (figures seen), or at the deadline."""
 
+    def call(self, instance: Instance, unit: Unit, method: str, *params: str) -> object:
+        """Call a management method of a running unit (Kamailio: JSON-RPC)."""
+
     def stop_unit(self, instance: Instance, unit: Unit) -> None:
         """Stop the unit and remove what it left. Idempotent."""
 

@@ -205,10 +205,23 @@ def _remove(run: Run, unit: Unit, keep: list[Unit]) -> None:
             _route(run, keep)  # `unit` is not in `keep`: it leaves the dispatcher set first
         seen = run.driver.wait_drained(run.instance, unit, time.monotonic() + DRAIN_TIMEOUT)
         step.detail = f"left routing; in flight at stop: {seen}"
-    with run.step(f"stop {unit.name}"):
+    with run.step(f"stop {unit.name}") as step:
         run.driver.stop_unit(run.instance, unit)
         run.store.delete_unit(unit.id)
+        step.detail = _tell_peers(run, unit, keep)
         run.event("unit", f"{unit.name} stopped and removed", {"unit": unit.name})
+
+
+def _tell_peers(run: Run, gone: Unit, keep: list[Unit]) -> str:
+    """Call the role's on_leave method on the units of the role that stay (e.g. dmq.remove)."""
+    leave = run.profile.role(gone.role).on_leave
+    if not leave:
+        return ""
+    params = [p.format(address=gone.address, name=gone.name) for p in leave.get("params", [])]
+    peers = [u for u in keep if u.role == gone.role and u.state == UnitState.RUNNING]
+    for peer in peers:
+        run.driver.call(run.instance, peer, leave["rpc"], *params)
+    return f"{leave['rpc']} {' '.join(params)} on {', '.join(p.name for p in peers) or 'no peer'}"
 
 
 def _refresh(run: Run, keep: list[Unit]) -> None:

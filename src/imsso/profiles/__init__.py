@@ -37,6 +37,7 @@ class Role:
     shm_mb: int = 32
     children: int = 2
     routable: bool = False         # in the P-CSCF's dispatcher set
+    on_leave: dict[str, Any] = field(default_factory=dict)  # RPC the others of the role get
 
 
 @dataclass(frozen=True)
@@ -101,4 +102,4 @@ def _role(name: str, spec: dict[str, Any]) -> Role:
         max=sizes["max"], ports=tuple(Port(**p) for p in spec.get("ports", ())),
         files=dict(spec.get("files", {})), probe=spec["probe"], reload=dict(spec.get("reload", {})),
         shm_mb=spec.get("shm_mb", 32), children=spec.get("children", 2),
-        routable=spec.get("routable", False))
+        routable=spec.get("routable", False), on_leave=dict(spec.get("on_leave", {})))

@@ -28,6 +28,7 @@ KAMAILIO_PACKAGES = ("kamailio kamailio-extra-modules kamailio-utils-modules kam
 MODULE_PACKAGES = {"db_sqlite": "kamailio-sqlite-modules", "json": "kamailio-json-modules",
                    "jansson": "kamailio-extra-modules"}
 PROBE_INTERVAL = 0.05
+PID_FILES = {"kamailio": "kamailio.pid", "dns": "dns.pid"}  # written by the programs themselves
 
 
 class LocalDriver:
@@ -64,7 +65,8 @@ class LocalDriver:
         if "kamailio" in programs:
             self._check_kamailio(plan, new_units)
         for name in new_units:
-            self._check_ports(plan.unit(name))
+            if self._settle(instance, plan.unit(name)) is None:
+                self._check_ports(plan.unit(name))
 
     def _check_kamailio(self, plan: Plan, new_units: list[str]) -> None:
         if shutil.which("kamailio") is None:
@@ -90,13 +92,27 @@ class LocalDriver:
                     "by another process: stop it, or set IMSSO_ADDRESS_POOL to another 127.x.0.0/16")
 
     # units
+    def _settle(self, instance: Instance, plan: UnitPlan) -> tuple[int, float] | None:
+        """The unit's main process if it runs (its pid file names it), else clear what it left.
+
+        A main process that died leaves its children holding the unit's sockets; a main process
+        started just before a crash of ours runs without its pid in the store. Both are found
+        by the unit folder in their command lines, and told apart by the pid file.
+        """
+        folder = self.unit_dir(instance, plan.name)
+        marker = f"{folder}/"
+        pid = _read_pid(folder / PID_FILES[plan.program])
+        if pid and processes.alive(pid, None, marker):
+            return pid, processes.start_time(pid)
+        processes.stop(marker, None)
+        return None
+
     def ensure_unit(self, instance: Instance, unit: Unit, plan: UnitPlan) -> Unit:
         folder = self.unit_dir(instance, unit.name)
-        marker = f"{folder}/"
-        if processes.alive(unit.pid, unit.started_at, marker):
+        if processes.alive(unit.pid, unit.started_at, f"{folder}/"):
             return unit
-        found = processes.main_process(marker)
-        if found:  # started before a restart of ours, pid not yet recorded
+        found = self._settle(instance, plan)
+        if found:
             unit.pid, unit.started_at = found
             unit.detail = "adopted"
             return unit
@@ -113,12 +129,12 @@ class LocalDriver:
             # -DD: stay in the foreground so the pid we hold is Kamailio's main process;
             # -E: log to stderr, which is the unit's log file.
             return ["kamailio", "-DD", "-E", "-f", str(folder / "kamailio.cfg"),
-                    "-P", str(folder / "kamailio.pid"), "-Y", str(folder), "-m", str(plan.shm_mb),
+                    "-P", str(folder / PID_FILES["kamailio"]), "-Y", str(folder), "-m", str(plan.shm_mb),
                     "-M", "8"]
         if plan.program == "dns":
             return [sys.executable, "-m", "imsso.dns.server", "--zone", str(folder / "zone.json"),
                     "--listen", plan.address, "--port", str(self.dns_port),
-                    "--pidfile", str(folder / "dns.pid")]
+                    "--pidfile", str(folder / PID_FILES["dns"])]
         raise DriverError(f"the local driver cannot run program '{plan.program}' of {plan.name}")
 
     def wait_ready(self, instance: Instance, unit: Unit, plan: UnitPlan, deadline: float) -> None:
@@ -187,6 +203,12 @@ class LocalDriver:
             time.sleep(0.1)
         return seen
 
+    def call(self, instance: Instance, unit: Unit, method: str, *params: str) -> object:
+        try:
+            return KamailioRpc(unit.address, HTTP_PORT).call(method, *params)
+        except RpcError as exc:
+            raise DriverError(f"{method} on {unit.name} failed", str(exc)) from exc
+
     def stop_unit(self, instance: Instance, unit: Unit, keep_files: bool = False) -> None:
         folder = self.unit_dir(instance, unit.name)
         processes.stop(f"{folder}/", unit.pid)
@@ -244,6 +266,11 @@ def _write(path: Path, content: str) -> None:
     tmp = path.with_name(path.name + ".new")
     tmp.write_text(content)
     tmp.replace(path)  # readers never see half a file
+
+
+def _read_pid(path: Path) -> int | None:
+    text = _read(path)
+    return int(text.strip()) if text and text.strip().isdigit() else None
 
 
 def _read(path: Path) -> str | None:

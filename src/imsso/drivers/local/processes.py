@@ -28,7 +28,7 @@ def spawn(argv: list[str], cwd: Path, log: Path) -> tuple[int, float]:
                                 start_new_session=True, preexec_fn=_no_core_dumps, close_fds=True)
     with _lock:
         _children[proc.pid] = proc
-    return proc.pid, _start_time(proc.pid) or time.time()
+    return proc.pid, start_time(proc.pid) or time.time()
 
 
 def _no_core_dumps() -> None:
@@ -80,19 +80,6 @@ def find(marker: str) -> list[psutil.Process]:
     return found
 
 
-def main_process(marker: str) -> tuple[int, float] | None:
-    """The leader of the processes naming `marker` (the one whose parent is not among them)."""
-    procs = find(marker)
-    pids = {p.pid for p in procs}
-    for proc in procs:
-        try:
-            if proc.ppid() not in pids:
-                return proc.pid, proc.create_time()
-        except psutil.NoSuchProcess:
-            continue
-    return None
-
-
 def stop(marker: str, pid: int | None, timeout: float = 5.0) -> list[int]:
     """SIGTERM the unit's process group and every process naming `marker`; SIGKILL what stays."""
     victims = {p.pid for p in find(marker)}
@@ -138,7 +125,7 @@ def _signal(pid: int, sig: int) -> None:
         pass
 
 
-def _start_time(pid: int) -> float | None:
+def start_time(pid: int) -> float | None:
     try:
         return psutil.Process(pid).create_time()
     except psutil.NoSuchProcess:
