@@ -5,6 +5,7 @@ Thin: parse with the pure OCCI core, call the service, render. Status codes foll
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -51,92 +52,73 @@ def query(request: Request) -> Response:
     return _respond(200, media, *render_query([*CORE, ORCHESTRATOR, IMS, *ACTIONS.values()], media))
 
 
-# the original SO: one named instance per path, "default" being the tenant's default
-@router.get("/orchestrator/")
-def list_orchestrators(request: Request) -> Response:
-    svc, who = _service(request), _caller(request)
-    return _collection(request, [f"/orchestrator/{i.name}" for i in svc.list(who)])
+# Two collections of the same resources: the original SO's /orchestrator/<name> ("default" being
+# the tenant's default instance) and the service manager's /ims/<id>, whose POST also deploys.
+def list_instances(request: Request) -> Response:
+    svc, who, kind = _service(request), _caller(request), _kind(request)
+    return _collection(request, [_location(kind, i) for i in svc.list(who)])
 
 
-@router.put("/orchestrator/{name}")
-async def init(name: str, request: Request) -> Response:
+async def init(ref: str, request: Request) -> Response:
     svc, who = _service(request), _caller(request)
     occi = await _parse(request)
     _expect_kind(occi, ORCHESTRATOR)
-    instance, _ = svc.create(who, name, dict(occi.attributes))
-    return _entity_response(request, svc, instance, 201, f"/orchestrator/{instance.name}")
+    instance, _ = svc.create(who, ref, dict(occi.attributes))
+    return _entity_response(request, svc, instance, 201)
 
 
-@router.get("/orchestrator/{name}")
-def show(name: str, request: Request) -> Response:
-    svc, who = _service(request), _caller(request)
-    return _entity_response(request, svc, svc.get(who, name), 200)
-
-
-@router.post("/orchestrator/{name}")
-async def post(name: str, request: Request) -> Response:
-    return await _post(request, name, ORCHESTRATOR)
-
-
-@router.delete("/orchestrator/{name}")
-def delete(name: str, request: Request) -> Response:
-    svc, who = _service(request), _caller(request)
-    instance = svc.get(who, name)
-    svc.dispose(who, instance.id)
-    # By id: a quick dispose may already have made the instance unfindable by name.
-    return _entity_response(request, svc, svc.refresh(instance), 200)
-
-
-# the service manager's collection: POST creates and deploys and provisions
-@router.get("/ims/")
-def list_ims(request: Request) -> Response:
-    svc, who = _service(request), _caller(request)
-    return _collection(request, [f"/ims/{i.id}" for i in svc.list(who)])
-
-
-@router.post("/ims/")
 async def create_ims(request: Request) -> Response:
     svc, who = _service(request), _caller(request)
     occi = await _parse(request)
     _expect_kind(occi, IMS)
     attributes = dict(occi.attributes)
-    name = str(attributes.pop("occi.core.title", "") or "") or f"ims-{_short_id()}"
-    instance, _ = svc.create(who, name, attributes,
-                             then=(OperationKind.DEPLOY, OperationKind.PROVISION))
-    return _entity_response(request, svc, instance, 201, f"/ims/{instance.id}")
+    name = str(attributes.pop("occi.core.title", "") or "") or f"ims-{secrets.token_hex(4)}"
+    instance, _ = svc.create(who, name, attributes, then=(OperationKind.DEPLOY, OperationKind.PROVISION))
+    return _entity_response(request, svc, instance, 201)
 
 
-@router.get("/ims/{ref}")
-def show_ims(ref: str, request: Request) -> Response:
+def show(ref: str, request: Request) -> Response:
     svc, who = _service(request), _caller(request)
     return _entity_response(request, svc, svc.get(who, ref), 200)
 
 
-@router.post("/ims/{ref}")
-async def post_ims(ref: str, request: Request) -> Response:
-    return await _post(request, ref, IMS)
-
-
-@router.delete("/ims/{ref}")
-def delete_ims(ref: str, request: Request) -> Response:
-    svc, who = _service(request), _caller(request)
-    instance = svc.get(who, ref)
-    svc.dispose(who, instance.id)
-    # By id: a quick dispose may already have made the instance unfindable by name.
-    return _entity_response(request, svc, svc.refresh(instance), 200)
-
-
-async def _post(request: Request, ref: str, kind: Category) -> Response:
+async def post(ref: str, request: Request) -> Response:
     """POST ?action=X triggers an action; POST without one updates attributes."""
     svc, who = _service(request), _caller(request)
     occi = await _parse(request)
     action = request.query_params.get("action")
     if action is None:
-        _expect_kind(occi, kind)
+        _expect_kind(occi, _kind(request))
         svc.update(who, ref, dict(occi.attributes))
     else:
         svc.act(who, ref, _action(action, occi))
     return _entity_response(request, svc, svc.get(who, ref), 200)
+
+
+def delete(ref: str, request: Request) -> Response:
+    svc, who = _service(request), _caller(request)
+    instance = svc.get(who, ref)
+    svc.dispose(who, instance.id)
+    # Read back by id: a quick dispose may already have made it unfindable by name.
+    return _entity_response(request, svc, svc.refresh(instance), 200)
+
+
+for _kind_category in (ORCHESTRATOR, IMS):
+    base = _kind_category.location
+    router.add_api_route(base, list_instances, methods=["GET"])
+    router.add_api_route(base + "{ref}", show, methods=["GET"])
+    router.add_api_route(base + "{ref}", post, methods=["POST"])
+    router.add_api_route(base + "{ref}", delete, methods=["DELETE"])
+router.add_api_route(ORCHESTRATOR.location + "{ref}", init, methods=["PUT"])
+router.add_api_route(IMS.location, create_ims, methods=["POST"])
+
+
+def _kind(request: Request) -> Category:
+    return IMS if request.url.path.startswith(IMS.location) else ORCHESTRATOR
+
+
+def _location(kind: Category, instance: Instance) -> str:
+    return f"{kind.location}{instance.id if kind is IMS else instance.name}"
 
 
 def _action(term: str, occi) -> OperationKind:
@@ -171,23 +153,16 @@ def _caller(request: Request) -> Caller:
                                           request.headers.get("x-tenant-name"))
 
 
-def _short_id() -> str:
-    import secrets
-
-    return secrets.token_hex(4)
-
-
 def entity(svc: Service, instance: Instance, location: str, kind: Category) -> Entity:
     attrs: dict[str, Any] = views.attributes(instance, svc.units(instance), svc.failed_operation(instance))
     actions = tuple((f"{location}?action={a}", ACTIONS[a]) for a in lifecycle.applicable_actions(instance))
     return Entity(kind=kind, location=location, attributes=attrs, actions=actions)
 
 
-def _entity_response(request: Request, svc: Service, instance: Instance, status: int,
-                     location: str | None = None) -> Response:
+def _entity_response(request: Request, svc: Service, instance: Instance, status: int) -> Response:
     media = negotiate(request.headers.get("accept"), ENTITY_MEDIA_TYPES)
-    kind = IMS if request.url.path.startswith("/ims/") else ORCHESTRATOR
-    where = location or (f"/ims/{instance.id}" if kind is IMS else f"/orchestrator/{instance.name}")
+    kind = _kind(request)
+    where = _location(kind, instance)
     headers, body = render_entity(entity(svc, instance, where, kind), media)
     response = _respond(status, media, headers, body)
     if status == 201:
