@@ -49,12 +49,7 @@ def provision(run: Run) -> None:
 def update(run: Run) -> None:
     changed = _accept_spec(run)
     if _has_units(run):
-        converge(run)
-        if run.instance.provisioned:
-            with run.step("subscribers") as step:
-                subs = run.store.subscribers(run.instance.id)
-                run.driver.sync_subscribers(run.instance, run.profile, subs)
-                step.detail = f"{len(subs)} subscriber(s)"
+        converge(run)  # only files whose rendering changed are pushed, each live where it can be
     with run.step("attributes") as step:
         step.detail = ", ".join(f"{k}={v}" for k, v in changed.items()) or "no change"
 
