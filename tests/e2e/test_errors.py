@@ -9,7 +9,7 @@ import sys
 import httpx
 import pytest
 
-from harness import DNS_PORT, Server, wait_for
+from harness import Server, wait_for
 
 SCHEME = "http://schemas.mobile-cloud-networking.eu/occi/service#"
 KIND = f'orchestrator; scheme="{SCHEME}"'
@@ -106,7 +106,7 @@ def test_address_in_use_fails_the_deploy_with_the_address(fresh_server):
     fresh_server.start()
     api = fresh_server.api("ports")
     blocker = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    blocker.bind(("127.102.0.2", DNS_PORT))  # where the first instance's DNS unit goes
+    blocker.bind(("127.102.0.2", 5060))  # where the first instance's first S-CSCF goes
     try:
         created = api.post("/v1/instances", json={"name": "ports", "actions": ["deploy"]})
         op = api.wait_operation(created.json()["operation"]["id"])
@@ -114,7 +114,7 @@ def test_address_in_use_fails_the_deploy_with_the_address(fresh_server):
         blocker.close()
     assert op["state"] == "failed"
     assert op["error"]["step"] == "preflight"
-    assert f"127.102.0.2 port {DNS_PORT}/udp" in op["error"]["message"]
+    assert "127.102.0.2 port 5060/udp for scscf-1 is in use" in op["error"]["message"]
     instance = api.get("/v1/instances/ports").json()
     assert instance["state"] == "failed" and instance["stack_state"] == "CREATE_FAILED"
     retry = api.post("/v1/instances/ports/actions/deploy")  # the port is free again: retry works

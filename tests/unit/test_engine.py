@@ -56,8 +56,8 @@ def test_deploy_of_a_new_instance(orch: Orchestrator):
     assert all(u.address.startswith("127.200.") for u in units)
     assert len({u.address for u in units}) == 3
     # started in the profile's order: what others point at first
-    assert orch.driver.units_called("ensure_unit") == ["dns-1", "scscf-1", "pcscf-1"]
-    assert orch.driver.units_called("wait_ready") == ["dns-1", "scscf-1", "pcscf-1"]
+    assert orch.driver.units_called("ensure_unit") == ["scscf-1", "pcscf-1", "dns-1"]
+    assert orch.driver.units_called("wait_ready") == ["scscf-1", "pcscf-1", "dns-1"]
     # the P-CSCF routes to the running S-CSCF
     scscf = next(u for u in units if u.name == "scscf-1")
     assert dispatcher(orch, instance.id) == [scscf.address]
@@ -258,7 +258,7 @@ def test_update_of_a_deployed_instance_records_the_attribute(orch: Orchestrator)
     instance = orch.store.get_instance(instance.id)
     assert instance.attributes == {"mcn.endpoint.maas": "160.85.4.50"}
     assert instance.state == InstanceState.DEPLOYED and instance.stack_state == "UPDATE_COMPLETE"
-    assert orch.driver.units_called("ensure_unit") == ["dns-1", "scscf-1", "pcscf-1"]  # nothing restarted
+    assert orch.driver.units_called("ensure_unit") == ["scscf-1", "pcscf-1", "dns-1"]  # nothing restarted
 
 
 # --- one operation at a time -------------------------------------------------------------------------

@@ -72,7 +72,7 @@ def dmq_notification_peers(config: str) -> list[str]:
 
 def test_units_in_start_order_with_their_role_files(profile):
     plan = build(profile)
-    assert [u.name for u in plan.units] == ["dns-1", "scscf-1", "scscf-2", "scscf-3", "pcscf-1"]
+    assert [u.name for u in plan.units] == ["scscf-1", "scscf-2", "scscf-3", "pcscf-1", "dns-1"]
     assert plan.instance_id == "inst-1" and plan.domain == DOMAIN
     assert set(plan.unit("pcscf-1").files) == {"kamailio.cfg", "dispatcher.list"}
     assert set(plan.unit("scscf-2").files) == {"kamailio.cfg"}

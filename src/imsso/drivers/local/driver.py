@@ -14,6 +14,7 @@ import signal
 import sqlite3
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 
 from ...model import Instance, Subscriber, Unit, UnitState
@@ -27,7 +28,7 @@ KAMAILIO_PACKAGES = ("kamailio kamailio-extra-modules kamailio-utils-modules kam
                      "kamailio-json-modules")
 MODULE_PACKAGES = {"db_sqlite": "kamailio-sqlite-modules", "json": "kamailio-json-modules",
                    "jansson": "kamailio-extra-modules"}
-PROBE_INTERVAL = 0.05
+PROBE_INTERVAL = 0.01  # a refused probe answers at once (ICMP): polling fast costs little
 PID_FILES = {"kamailio": "kamailio.pid", "dns": "dns.pid"}  # written by the programs themselves
 
 
@@ -226,11 +227,14 @@ class LocalDriver:
         schema = profile.extra_files.get("subscribers.sql")
         if schema is None:
             return
-        with sqlite3.connect(path, timeout=10) as db:  # Kamailio reads it on every authentication
+        wanted = sorted((s.user, s.domain, s.password) for s in subscribers)
+        # Kamailio reads this file at every authentication (WAL: readers never wait for us).
+        with closing(sqlite3.connect(path, timeout=10)) as db, db:
             db.executescript(schema)
+            if sorted(db.execute("SELECT username, domain, password FROM subscriber")) == wanted:
+                return
             db.execute("DELETE FROM subscriber")
-            db.executemany("INSERT INTO subscriber (username, domain, password) VALUES (?, ?, ?)",
-                           [(s.user, s.domain, s.password) for s in subscribers])
+            db.executemany("INSERT INTO subscriber (username, domain, password) VALUES (?, ?, ?)", wanted)
 
     def check_service(self, instance: Instance, plan: Plan, subscriber: Subscriber | None,
                       deadline: float) -> str:

@@ -16,8 +16,10 @@ from pathlib import Path
 
 import psutil
 
-# Popen handles of the processes this orchestrator started, so their exit is reaped.
+# Popen handles of the processes this orchestrator started, so their exit is reaped, and the
+# exit status of those reaped, so an error message can still tell it.
 _children: dict[int, subprocess.Popen] = {}
+_exited: dict[int, int] = {}
 _lock = threading.Lock()
 
 
@@ -28,6 +30,7 @@ def spawn(argv: list[str], cwd: Path, log: Path) -> tuple[int, float]:
                                 start_new_session=True, preexec_fn=_no_core_dumps, close_fds=True)
     with _lock:
         _children[proc.pid] = proc
+        _exited.pop(proc.pid, None)
     return proc.pid, start_time(proc.pid) or time.time()
 
 
@@ -40,14 +43,15 @@ def reap() -> None:
     with _lock:
         for pid, proc in list(_children.items()):
             if proc.poll() is not None:
+                _exited[pid] = proc.returncode
                 del _children[pid]
 
 
 def exit_code(pid: int) -> int | None:
     """The exit status of a child that has ended, None while it runs or when it is not ours."""
+    reap()
     with _lock:
-        proc = _children.get(pid)
-    return proc.poll() if proc else None
+        return _exited.get(pid)
 
 
 def alive(pid: int | None, started_at: float | None, marker: str) -> bool:
