@@ -101,6 +101,8 @@ class LocalDriver:
         by the unit folder in their command lines, and told apart by the pid file.
         """
         folder = self.unit_dir(instance, plan.name)
+        if not folder.exists():
+            return None  # never started: no process can name it (folders are made before a start)
         marker = f"{folder}/"
         pid = _read_pid(folder / PID_FILES[plan.program])
         if pid and processes.alive(pid, None, marker):
