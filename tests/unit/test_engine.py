@@ -335,6 +335,37 @@ def test_an_operation_left_running_is_resumed_after_a_restart(tmp_path: Path):
         second.stop()
 
 
+def test_a_resumed_operation_takes_the_instance_back_when_a_crash_released_it(tmp_path: Path):
+    instance, op = crash_while_running(tmp_path)
+    inst = Orchestrator(tmp_path).store.get_instance(instance.id)
+    inst.current_operation_id = None  # died between _finish's two writes
+    Orchestrator(tmp_path).store.save_instance(inst)
+    second = Orchestrator(tmp_path)
+    second.start()
+    try:
+        assert second.wait(op.id).state == OperationState.SUCCEEDED
+        assert second.store.get_instance(instance.id).current_operation_id is None
+    finally:
+        second.stop()
+
+
+def test_a_resumed_operation_whose_instance_moved_on_is_failed_not_run(tmp_path: Path):
+    instance, op = crash_while_running(tmp_path)
+    store = Orchestrator(tmp_path).store
+    inst = store.get_instance(instance.id)
+    inst.current_operation_id = "another-operation"
+    store.save_instance(inst)
+    second = Orchestrator(tmp_path)
+    second.start()
+    try:
+        done = second.wait(op.id)
+        assert done.state == OperationState.FAILED and done.error.step == "resume"
+        assert "another-operation" in done.error.message
+        assert second.driver.called("ensure_unit") == []
+    finally:
+        second.stop()
+
+
 def test_an_operation_interrupted_too_often_is_failed_with_the_reason(tmp_path: Path):
     instance, op = crash_while_running(tmp_path, attempts=MAX_ATTEMPTS)
     second = Orchestrator(tmp_path)

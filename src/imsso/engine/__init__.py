@@ -72,6 +72,13 @@ class Engine:
         op = self.store.get_operation(op_id)
         if op.state not in (OperationState.QUEUED, OperationState.RUNNING):
             return
+        if not self.store.reclaim_operation(op):  # a crash between two writes of _finish
+            instance = self.store.get_instance(op.instance_id)
+            op.state, op.finished_at = OperationState.FAILED, utcnow()
+            op.error = OperationError("resume", "another operation took over the instance after a "
+                                      f"restart ({instance.current_operation_id})")
+            self.store.save_operation(op)
+            return
         instance = self.store.get_instance(op.instance_id)
         op.attempts += 1
         if op.attempts > MAX_ATTEMPTS:

@@ -126,6 +126,18 @@ class Store:
                                {"operation": running, "kind": kind})
             s.add(_operation_row(op))
 
+    def reclaim_operation(self, op: Operation) -> bool:
+        """Make a resumed `op` current again if the instance holds none; False if another holds it."""
+        with self.session() as s:
+            current = s.scalar(sa.select(InstanceRow.current_operation_id)
+                               .where(InstanceRow.id == op.instance_id))
+            if current == op.id:
+                return True
+            return bool(s.execute(
+                sa.update(InstanceRow)
+                .where(InstanceRow.id == op.instance_id, InstanceRow.current_operation_id.is_(None))
+                .values(current_operation_id=op.id)).rowcount)
+
     def save_operation(self, op: Operation) -> None:
         with self.session() as s:
             s.merge(_operation_row(op))
