@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 from harness import DNS_PORT, SCENARIOS, Sipp, in_location, wait_for
 from imsso.drivers.local import probes
 
@@ -37,6 +39,10 @@ def test_register_and_call_between_two_subscribers(server, tmp_path):
     finally:
         bob.stop()
 
+    # The S-CSCFs' replication (DMQ) is not reachable from a UE: no binding planted without a password.
+    assert _status_of(pcscf, "KDMQ sip:usrloc@" + scscf + ":5060 SIP/2.0") == 403
+    assert _status_of(scscf, "KDMQ sip:usrloc@" + scscf + ":5060 SIP/2.0", source="127.150.0.9") == 403
+
     wrong = Sipp(tmp_path, pcscf, "register.xml", "alice", "not-the-password", domain, "127.150.0.4",
                  5100, "-key", "expires", "300", "-m", "1", "-recv_timeout", "5000")
     assert wrong.run() != 0, "a wrong password is refused"
@@ -55,3 +61,19 @@ def _check_dns(instance) -> None:
         srv = probes.dns_query(dns, DNS_PORT, f"_sip._{proto}.{domain}", "SRV")
         assert srv and f"{pcscf['name']}.{domain}" in srv[0] and "5060" in srv[0], srv
     assert probes.dns_query(dns, DNS_PORT, f"nobody.{domain}", "A") == []
+
+
+def _status_of(target: str, request_line: str, source: str = "127.150.0.8") -> int | None:
+    """Send one request over UDP from `source`; the status of the answer."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind((source, 0))
+        sock.settimeout(2)
+        port = sock.getsockname()[1]
+        message = (f"{request_line}\r\nVia: SIP/2.0/UDP {source}:{port};branch=z9hG4bK-kdmq-test\r\n"
+                   f"From: <sip:intruder@{source}>;tag=1\r\nTo: <sip:usrloc@{target}>\r\n"
+                   "Call-ID: kdmq-test\r\nCSeq: 1 KDMQ\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n")
+        sock.sendto(message.encode(), (target, 5060))
+        try:
+            return int(sock.recv(4096).decode().split()[1])
+        except socket.timeout:
+            return None

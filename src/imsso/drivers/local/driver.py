@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import glob
 import ipaddress
+import itertools
 import os
 import shutil
 import signal
@@ -42,7 +43,7 @@ class LocalDriver:
 
     def allocate_address(self, instance: Instance, taken: set[str]) -> str:
         """The lowest free host of the instance's /24 (its block) in the pool."""
-        block = list(self.pool.subnets(new_prefix=24))[instance.block]
+        block = self._block(instance)
         for host in list(block.hosts())[1:]:  # .1 stays free: it is the block's "gateway" by habit
             if str(host) not in taken:
                 return str(host)
@@ -55,10 +56,14 @@ class LocalDriver:
     def unit_dir(self, instance: Instance, unit_name: str) -> Path:
         return self.instance_dir(instance) / "units" / unit_name
 
+    def _block(self, instance: Instance) -> ipaddress.IPv4Network:
+        return next(itertools.islice(self.pool.subnets(new_prefix=24), instance.block, None))
+
     def layout(self, instance: Instance, unit_name: str) -> dict[str, str]:
         return {"unit_dir": str(self.unit_dir(instance, unit_name)),
                 "subscribers_db": str(self.instance_dir(instance) / "subscribers.sqlite"),
-                "dns_port": str(self.dns_port)}
+                "dns_port": str(self.dns_port),
+                "internal_net": str(self._block(instance))}
 
     # checks before starting anything
     def preflight(self, instance: Instance, plan: Plan, new_units: list[str]) -> None:
