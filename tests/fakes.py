@@ -103,6 +103,10 @@ class FakeDriver:
     def wait_ready(self, instance: Instance, unit: Unit, plan: UnitPlan, deadline: float) -> None:
         self._record("wait_ready", unit)
 
+    def changed_files(self, instance: Instance, unit: Unit, plan: UnitPlan) -> list[str]:
+        key = (instance.id, unit.name)
+        return sorted(n for n, c in plan.files.items() if self.files.get(key, {}).get(n) != c)
+
     def apply_files(self, instance: Instance, unit: Unit, plan: UnitPlan) -> list[str]:
         self._record("apply_files", unit, {"files": dict(plan.files)})
         key = (instance.id, unit.name)

@@ -487,3 +487,20 @@ def test_a_template_that_cannot_render_fails_the_operation_and_not_the_worker(tm
         assert retry.state == OperationState.SUCCEEDED, retry.error
     finally:
         orch.stop()
+
+
+def test_a_change_without_a_live_path_restarts_the_unit_and_records_it(orch: Orchestrator):
+    instance, op = deploy_new(orch)
+    before = {u.name: u for u in orch.store.units(instance.id)}
+    # The S-CSCF's kamailio.cfg on the unit differs from the plan (e.g. the profile was edited).
+    orch.driver.files[(instance.id, "scscf-1")]["kamailio.cfg"] = "# an older rendering\n"
+    orch.driver.calls.clear()
+    update = orch.wait(orch.service.update(orch.caller(), "core", {"mcn.endpoint.maas": "10.0.0.1"}).id)
+    assert update.state == OperationState.SUCCEEDED, update.error
+    assert orch.driver.units_called("stop_unit") == ["scscf-1"]
+    assert orch.driver.units_called("wait_ready") == ["scscf-1"]
+    after = {u.name: u for u in orch.store.units(instance.id)}
+    assert after["scscf-1"].pid != before["scscf-1"].pid  # the store knows the new process
+    assert after["scscf-1"].state == UnitState.RUNNING
+    assert after["pcscf-1"].pid == before["pcscf-1"].pid
+    assert any("restarted scscf-1 for kamailio.cfg" in s.detail for s in update.steps)

@@ -39,8 +39,13 @@ class Driver(Protocol):
     def wait_ready(self, instance: Instance, unit: Unit, plan: UnitPlan, deadline: float) -> None:
         """Return when the unit answers its probe; raise DriverError with its log when not."""
 
+    def changed_files(self, instance: Instance, unit: Unit, plan: UnitPlan) -> list[str]:
+        """The unit's files whose content differs from the plan."""
+
     def apply_files(self, instance: Instance, unit: Unit, plan: UnitPlan) -> list[str]:
-        """Bring a running unit's files to the plan, applying each change live; say what was done."""
+        """Apply the changed files live (each has a reload path in the plan); say what was done.
+
+        A file whose reload fails is left as it was, so the next run finds it changed again."""
 
     def wait_drained(self, instance: Instance, unit: Unit, deadline: float) -> dict[str, float]:
         """Return when the unit has no transaction left (figures seen), or at the deadline."""
@@ -65,8 +70,3 @@ class Driver(Protocol):
     def dispose(self, instance: Instance, units: list[Unit]) -> list[str]:
         """Remove everything the instance created, and nothing else; say what was removed."""
 
-
-def deadline_in(seconds: float) -> float:
-    import time
-
-    return time.monotonic() + seconds

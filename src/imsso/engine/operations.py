@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 from .. import planning
 from ..model import OperationKind, Subscriber, Unit, UnitState
-from ..planning import Plan
+from ..planning import Plan, UnitPlan
 from .run import Run
 
 START_TIMEOUT = 20.0   # a Kamailio answers OPTIONS in well under a second; this is for slow machines
@@ -187,7 +187,7 @@ def _route(run: Run, units: list[Unit], exclude: tuple[str, ...] = ()) -> None:
         done = []
         for unit in units:
             if unit.state == UnitState.RUNNING and not run.profile.role(unit.role).routable:
-                done += run.driver.apply_files(run.instance, unit, plan.unit(unit.name))
+                done += _push(run, unit, plan.unit(unit.name), units)
         step.detail = "; ".join(done) or "unchanged"
         step.detail += f" (S-CSCFs in routing: {', '.join(plan.in_routing) or 'none'})"
 
@@ -202,8 +202,8 @@ def _remove(run: Run, unit: Unit, keep: list[Unit]) -> None:
         step.detail = f"left routing; in flight at stop: {seen}"
     with run.step(f"stop {unit.name}") as step:
         run.driver.stop_unit(run.instance, unit)
+        step.detail = _tell_peers(run, unit, keep)  # before the record goes: a failure is retried
         run.store.delete_unit(unit.id)
-        step.detail = _tell_peers(run, unit, keep)
         run.event("unit", f"{unit.name} stopped and removed", {"unit": unit.name})
 
 
@@ -225,5 +225,19 @@ def _refresh(run: Run, keep: list[Unit]) -> None:
     with run.step("configure") as step:
         done = []
         for unit in keep:
-            done += run.driver.apply_files(run.instance, unit, plan.unit(unit.name))
+            if unit.state == UnitState.RUNNING:
+                done += _push(run, unit, plan.unit(unit.name), keep)
         step.detail = "; ".join(done) or "all units up to date"
+
+
+def _push(run: Run, unit: Unit, unit_plan: UnitPlan, keep: list[Unit]) -> list[str]:
+    """Apply changed files live where the profile says how; restart the unit for the others."""
+    changed = run.driver.changed_files(run.instance, unit, unit_plan)
+    if all(name in unit_plan.reload for name in changed):
+        return run.driver.apply_files(run.instance, unit, unit_plan) if changed else []
+    run.driver.stop_unit(run.instance, unit)
+    unit.pid = unit.started_at = None
+    unit.state = UnitState.PLANNED
+    run.store.save_unit(unit)
+    _start(run, unit, keep)
+    return [f"restarted {unit.name} for {', '.join(changed)} (no live path)"]

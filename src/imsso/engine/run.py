@@ -37,7 +37,9 @@ class Run:
         self.store.save_operation(self.op)
         try:
             yield record
-        except StepFailed:
+        except StepFailed:  # a step inside this one failed: so did this one
+            record.state, record.finished_at = "failed", utcnow().isoformat()
+            self.store.save_operation(self.op)
             raise
         except Exception as exc:  # recorded with its cause, then the operation fails
             record.state, record.finished_at = "failed", utcnow().isoformat()

@@ -168,24 +168,30 @@ class LocalDriver:
                                     timeout=0.5) is not None
         raise DriverError(f"unknown probe '{plan.probe}' for {plan.name}")
 
+    def changed_files(self, instance: Instance, unit: Unit, plan: UnitPlan) -> list[str]:
+        folder = self.unit_dir(instance, unit.name)
+        return sorted(n for n, c in plan.files.items() if _read(folder / n) != c)
+
     def apply_files(self, instance: Instance, unit: Unit, plan: UnitPlan) -> list[str]:
         folder = self.unit_dir(instance, unit.name)
-        changed = [n for n, c in plan.files.items() if _read(folder / n) != c]
-        if not changed:
-            return []
-        live = [n for n in changed if n in plan.reload]
-        for name in changed:
+        done = []
+        for name in self.changed_files(instance, unit, plan):
+            if name not in plan.reload:
+                raise DriverError(f"{name} of {unit.name} cannot be applied live: restart the unit")
+            before = _read(folder / name)
             _write(folder / name, plan.files[name])
-        if len(live) < len(changed):  # a change without a live path: restart this unit
-            self.stop_unit(instance, unit, keep_files=True)
-            unit.pid = unit.started_at = None
-            self.ensure_unit(instance, unit, plan)
-            return [f"restarted {unit.name} for {', '.join(sorted(set(changed) - set(live)))}"]
-        return [self._reload(unit, plan, name) for name in live]
+            try:
+                done.append(self._reload(instance, unit, plan, name))
+            except DriverError:
+                _write(folder / name, before or "")  # still differs from the plan: a retry applies it
+                raise
+        return done
 
-    def _reload(self, unit: Unit, plan: UnitPlan, name: str) -> str:
+    def _reload(self, instance: Instance, unit: Unit, plan: UnitPlan, name: str) -> str:
         how = plan.reload[name]
         if how == "signal":
+            if not self.is_alive(instance, unit):  # never signal a pid that is not the unit's
+                raise DriverError(f"{unit.name} is not running: cannot reload {name}")
             os.kill(unit.pid, signal.SIGHUP)
             return f"{name} reloaded in {unit.name} (SIGHUP)"
         try:
@@ -201,8 +207,12 @@ class LocalDriver:
         while time.monotonic() < deadline:
             try:
                 stats = rpc.call("tm.stats")
-            except RpcError:
-                return {"transactions": 0.0}  # nothing answers: nothing is in flight there
+            except RpcError:  # busy, or gone: ask again until the deadline
+                if not self.is_alive(instance, unit):
+                    return {"transactions": 0.0, "stopped": 1.0}
+                seen = {"unanswered": 1.0}
+                time.sleep(0.1)
+                continue
             # "waiting" transactions are finished ones kept to absorb retransmissions: not in flight.
             current, waiting = float(stats.get("current", 0)), float(stats.get("waiting", 0))
             seen = {"transactions": current - waiting, "waiting": waiting}
