@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 import secrets
-import threading
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -15,7 +14,7 @@ from .auth import LocalTokens, Validator, check_headers
 from .config import Settings
 from .drivers import Driver
 from .engine import Engine
-from .model import (Conflict, Event, Instance, InvalidInput, NotFound, Operation, OperationKind, Subscriber,
+from .model import (Conflict, Event, Instance, InstanceState, InvalidInput, NotFound, Operation, OperationKind, Subscriber,
                     Unit)
 from .store import Store
 
@@ -37,7 +36,6 @@ class Service:
         self.drivers = drivers
         self.settings = settings
         self.validator = validator
-        self._subscriber_locks: dict[str, threading.Lock] = {}
 
     # who
     def issue_token(self, admin_token: str | None, tenant: str, ttl: int | None) -> tuple[str, Any]:
@@ -156,8 +154,8 @@ class Service:
         lifecycle.check_applicable(instance, kind)
         op = Operation(id=str(uuid.uuid4()), instance_id=instance.id, kind=kind, params=params)
         self.store.start_operation(op)  # Conflict when another one runs
-        self.store.add_event(instance.id, "lifecycle", f"{kind.value} requested", {"operation": op.id})
         self.engine.submit(op)
+        self.store.add_event(instance.id, "lifecycle", f"{kind.value} requested", {"operation": op.id})
         return op
 
     # subscribers: data of the instance, pushed to its units at once (no operation needed)
@@ -178,27 +176,41 @@ class Service:
             raise InvalidInput(f"user '{user}' must be 1-64 of letters, digits and . _ ~ + -")
         if domain is not None and spec.check_domain(domain) != instance.domain:
             raise InvalidInput(f"domain must be the instance's domain {instance.domain}")
-        if not password or len(password) < 8:
-            raise InvalidInput("password must have at least 8 characters")
+        if not password or not 8 <= len(password) <= 64:
+            raise InvalidInput("password must have 8 to 64 characters")
         sub = Subscriber(instance.id, user, instance.domain, password)
-        with self._lock(instance.id):
+        with self.engine.subscriber_lock(instance.id):
+            previous = next((s for s in self.store.subscribers(instance.id) if s.user == user), None)
             created = self.store.put_subscriber(sub)
-            self._push_subscribers(instance)
+            try:
+                self._push_subscribers(instance)
+            except Exception:  # not half done: the store goes back to what the units have
+                if previous:
+                    self.store.put_subscriber(previous)
+                else:
+                    self.store.delete_subscriber(instance.id, user, instance.domain)
+                raise
         return sub, created
 
     def delete_subscriber(self, caller: Caller, ref: str, user: str) -> None:
         instance = self.get(caller, ref)
-        with self._lock(instance.id):
-            if not self.store.delete_subscriber(instance.id, user, instance.domain):
+        with self.engine.subscriber_lock(instance.id):
+            previous = next((s for s in self.store.subscribers(instance.id) if s.user == user), None)
+            if previous is None or not self.store.delete_subscriber(instance.id, user, instance.domain):
                 raise NotFound(f"no subscriber '{user}' in instance {instance.name}")
-            self._push_subscribers(instance)
+            try:
+                self._push_subscribers(instance)
+            except Exception:
+                self.store.put_subscriber(previous)
+                raise
 
     def _push_subscribers(self, instance: Instance) -> None:
+        """Write the subscribers to the units (the caller holds the instance's subscriber lock)."""
+        current = self.store.get_instance(instance.id)
+        if current.state in (InstanceState.DISPOSING, InstanceState.DISPOSED):
+            raise Conflict(f"instance '{instance.name}' is being disposed of")
         if not self.store.units(instance.id):
             return  # the table is written when the units are deployed
         subs = self.store.subscribers(instance.id)
         self.drivers[instance.driver].sync_subscribers(instance, profiles.load(instance.profile), subs)
         self.store.add_event(instance.id, "subscribers", f"{len(subs)} subscriber(s) pushed to the units")
-
-    def _lock(self, instance_id: str) -> threading.Lock:
-        return self._subscriber_locks.setdefault(instance_id, threading.Lock())

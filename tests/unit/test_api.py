@@ -458,7 +458,7 @@ def test_json_subscribers(client, acme, orch: Orchestrator):
     assert orch.driver.subscribers[instance_id] == ["carol", "dave"]
 
     r = client.post(base, headers=acme, json={"user": "eve", "password": "short"})
-    assert r.status_code == 400 and "8 characters" in r.json()["error"]["message"]
+    assert r.status_code == 400 and "8 to 64 characters" in r.json()["error"]["message"]
     r = client.post(base, headers=acme, json={"user": "eve", "password": "long-enough", "domain": "other.test"})
     assert r.status_code == 400 and "ims.test" in r.json()["error"]["message"]
 

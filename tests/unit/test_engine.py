@@ -504,3 +504,20 @@ def test_a_change_without_a_live_path_restarts_the_unit_and_records_it(orch: Orc
     assert after["scscf-1"].state == UnitState.RUNNING
     assert after["pcscf-1"].pid == before["pcscf-1"].pid
     assert any("restarted scscf-1 for kamailio.cfg" in s.detail for s in update.steps)
+
+
+def test_a_subscriber_the_units_could_not_get_is_not_kept(orch: Orchestrator):
+    deploy_new(orch)
+    orch.service.put_subscriber(orch.caller(), "core", "carol", "carol-secret-1")
+    orch.driver.fail("sync_subscribers", "disk full")
+    with pytest.raises(Exception, match="disk full"):
+        orch.service.put_subscriber(orch.caller(), "core", "dave", "dave-secret-1")
+    orch.driver.fail("sync_subscribers", "disk full")
+    with pytest.raises(Exception, match="disk full"):
+        orch.service.put_subscriber(orch.caller(), "core", "carol", "a-new-password")
+    subs = {s.user: s.password for s in orch.service.subscribers(orch.caller(), "core")}
+    assert subs == {"carol": "carol-secret-1"}  # dave not added, carol's password not changed
+    orch.driver.fail("sync_subscribers", "disk full")
+    with pytest.raises(Exception, match="disk full"):
+        orch.service.delete_subscriber(orch.caller(), "core", "carol")
+    assert [s.user for s in orch.service.subscribers(orch.caller(), "core")] == ["carol"]

@@ -7,7 +7,6 @@ import logging
 import uuid
 import queue
 import threading
-from collections.abc import Callable
 
 from .. import lifecycle, profiles
 from ..config import Settings
@@ -29,7 +28,8 @@ class Engine:
         self.settings = settings
         self._queue: queue.Queue[str | None] = queue.Queue()
         self._threads: list[threading.Thread] = []
-        self.listeners: list[Callable[[Operation], None]] = []
+        self._subscriber_locks: dict[str, threading.Lock] = {}
+        self._locks_lock = threading.Lock()
 
     def start(self) -> None:
         self.recover()
@@ -43,6 +43,12 @@ class Engine:
             self._queue.put(None)
         for thread in self._threads:
             thread.join(timeout=1)
+
+    def subscriber_lock(self, instance_id: str) -> threading.Lock:
+        """One lock per instance for "read the subscribers, write them to the units": the API and
+        the operations both do it, and the later writer must not write an older list."""
+        with self._locks_lock:
+            return self._subscriber_locks.setdefault(instance_id, threading.Lock())
 
     def submit(self, op: Operation) -> None:
         self._queue.put(op.id)
@@ -93,7 +99,7 @@ class Engine:
         self.store.add_event(instance.id, "lifecycle", f"{op.kind.value} started", {"operation": op.id})
         try:
             run = Run(self.store, self.drivers[instance.driver], profiles.load(instance.profile),
-                      instance, op, self.settings)
+                      instance, op, self.subscriber_lock(instance.id))
             HANDLERS[op.kind](run)
         except StepFailed as failure:
             self._finish(op, instance, failure.error)
@@ -129,8 +135,6 @@ class Engine:
         if error is None and op.params.get("then"):
             self._chain(op, instance)  # before the operation shows as done, so clients can follow it
         self.store.save_operation(op)
-        for listener in self.listeners:
-            listener(op)
 
     def _chain(self, op: Operation, instance) -> None:
         """Start the operation that was asked to follow `op` (e.g. provision after deploy)."""

@@ -50,8 +50,9 @@ class Observer:
             driver = self.drivers.get(instance.driver)
             for unit in self.store.units(instance.id):
                 if unit.state in WATCHED and driver and not driver.is_alive(instance, unit):
-                    unit.state, unit.detail = UnitState.FAILED, "not running (found dead by the observer)"
-                    self.store.save_unit(unit)
+                    # Conditional: an operation may have started (and restarted it) meanwhile.
+                    if not self.store.mark_unit_failed(unit, "not running (found dead by the observer)"):
+                        continue
                     self.store.add_event(instance.id, "unit", f"{unit.name} is not running",
                                          {"unit": unit.name, "pid": unit.pid})
                     changed.append(f"{instance.name}/{unit.name}")

@@ -26,7 +26,7 @@ def deploy(run: Run) -> None:
 def provision(run: Run) -> None:
     _accept_spec(run)
     converge(run)
-    with run.step("subscribers") as step:
+    with run.step("subscribers") as step, run.subscriber_lock:
         subs = run.store.subscribers(run.instance.id)
         if run.instance.test_subscribers and not subs:
             for user in run.profile.test_subscribers:
@@ -62,7 +62,7 @@ def scale(run: Run) -> None:
 
 def dispose(run: Run) -> None:
     units = run.store.units(run.instance.id)
-    with run.step("remove units") as step:
+    with run.step("remove units") as step, run.subscriber_lock:
         step.detail = "; ".join(run.driver.dispose(run.instance, units))
         for unit in units:
             run.store.delete_unit(unit.id)
@@ -109,7 +109,7 @@ def _has_units(run: Run) -> bool:
 def converge(run: Run) -> None:
     """Make the running units match the desired sizes: reserve, start, route, drain, stop."""
     keep, extra = _reserve(run)
-    with run.step("subscriber table"):
+    with run.step("subscriber table"), run.subscriber_lock:
         # The S-CSCFs open this table at start: it must exist before they do.
         run.driver.sync_subscribers(run.instance, run.profile, run.store.subscribers(run.instance.id))
     # A unit counts as started once it answered its probe, not merely when its process lives.

@@ -3,12 +3,12 @@ exactly where it stood."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from ..config import Settings
 from ..drivers import Driver, DriverError
 from ..model import Instance, Operation, OperationError, StepRecord, utcnow
 from ..profiles import Profile
@@ -28,7 +28,7 @@ class Run:
     profile: Profile
     instance: Instance
     op: Operation
-    settings: Settings
+    subscriber_lock: threading.Lock  # held by whoever reads the subscribers and writes them out
 
     @contextmanager
     def step(self, name: str) -> Iterator[StepRecord]:

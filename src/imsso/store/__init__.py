@@ -178,6 +178,18 @@ class Store:
         with self.session() as s:
             s.execute(sa.delete(UnitRow).where(UnitRow.id == unit_id))
 
+    def mark_unit_failed(self, unit: Unit, detail: str) -> bool:
+        """Mark `unit` failed if it still has the pid seen and its instance runs no operation."""
+        busy = sa.select(InstanceRow.id).where(InstanceRow.id == unit.instance_id,
+                                               InstanceRow.current_operation_id.is_not(None))
+        with self.session() as s:
+            return bool(s.execute(
+                sa.update(UnitRow)
+                .where(UnitRow.id == unit.id, UnitRow.pid == unit.pid,
+                       UnitRow.state.in_([UnitState.RUNNING.value, UnitState.STARTING.value]),
+                       ~sa.exists(busy))
+                .values(state=UnitState.FAILED.value, detail=detail)).rowcount)
+
     def addresses_in_use(self) -> set[str]:
         with self.session() as s:
             return set(s.scalars(sa.select(UnitRow.address)))

@@ -227,11 +227,13 @@ class LocalDriver:
         except RpcError as exc:
             raise DriverError(f"{method} on {unit.name} failed", str(exc)) from exc
 
-    def stop_unit(self, instance: Instance, unit: Unit, keep_files: bool = False) -> None:
+    def stop_unit(self, instance: Instance, unit: Unit) -> None:
         folder = self.unit_dir(instance, unit.name)
-        processes.stop(f"{folder}/", unit.pid)
-        if not keep_files:
-            shutil.rmtree(folder, ignore_errors=True)
+        try:
+            processes.stop(f"{folder}/", unit.pid)
+        except processes.ProcessError as exc:
+            raise DriverError(f"could not stop {unit.name}", str(exc)) from exc
+        shutil.rmtree(folder, ignore_errors=True)
 
     def is_alive(self, instance: Instance, unit: Unit) -> bool:
         return processes.alive(unit.pid, unit.started_at, f"{self.unit_dir(instance, unit.name)}/")
@@ -246,12 +248,16 @@ class LocalDriver:
             return
         wanted = sorted((s.user, s.domain, s.password) for s in subscribers)
         # Kamailio reads this file at every authentication (WAL: readers never wait for us).
-        with closing(sqlite3.connect(path, timeout=10)) as db, db:
-            db.executescript(schema)
-            if sorted(db.execute("SELECT username, domain, password FROM subscriber")) == wanted:
-                return
-            db.execute("DELETE FROM subscriber")
-            db.executemany("INSERT INTO subscriber (username, domain, password) VALUES (?, ?, ?)", wanted)
+        try:
+            with closing(sqlite3.connect(path, timeout=10)) as db, db:
+                db.executescript(schema)
+                if sorted(db.execute("SELECT username, domain, password FROM subscriber")) == wanted:
+                    return
+                db.execute("DELETE FROM subscriber")
+                db.executemany("INSERT INTO subscriber (username, domain, password) VALUES (?, ?, ?)",
+                               wanted)
+        except sqlite3.Error as exc:
+            raise DriverError(f"could not write the subscriber table of {instance.name}", str(exc)) from exc
 
     def check_service(self, instance: Instance, plan: Plan, subscriber: Subscriber | None,
                       deadline: float) -> str:
@@ -273,7 +279,10 @@ class LocalDriver:
             self.stop_unit(instance, unit)
             done.append(f"stopped {unit.name}")
         folder = self.instance_dir(instance)
-        strays = processes.stop(f"{folder}/", None)
+        try:
+            strays = processes.stop(f"{folder}/", None)
+        except processes.ProcessError as exc:
+            raise DriverError(f"could not stop every process of {instance.name}", str(exc)) from exc
         if strays:
             done.append(f"stopped {len(strays)} stray process(es) of the instance")
         shutil.rmtree(folder, ignore_errors=True)

@@ -16,6 +16,10 @@ from pathlib import Path
 
 import psutil
 
+class ProcessError(Exception):
+    pass
+
+
 # Popen handles of the processes this orchestrator started, so their exit is reaped, and the
 # exit status of those reaped, so an error message can still tell it.
 _children: dict[int, subprocess.Popen] = {}
@@ -100,7 +104,9 @@ def stop(marker: str, pid: int | None, timeout: float = 5.0) -> list[int]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and _any_alive(victims):
         time.sleep(0.05)
-    reap()
+    if _any_alive(victims):
+        raise ProcessError(f"processes of {marker} survived SIGKILL: "
+                           f"{sorted(p for p in victims if psutil.pid_exists(p))}")
     return sorted(victims)
 
 
