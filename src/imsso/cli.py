@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import httpx
+import psutil
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -274,9 +275,11 @@ def _stop_server(settings: Settings) -> None:
     if not pid_path.exists():
         return
     pid = int(pid_path.read_text())
-    try:
+    try:  # only an imsso serve: a stale file may name another process by now
+        if "serve" not in " ".join(psutil.Process(pid).cmdline()):
+            return
         os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
+    except (psutil.NoSuchProcess, ProcessLookupError):
         return
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline and pid_path.exists():

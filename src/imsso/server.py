@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import ipaddress
 import logging
 import os
 import socket
@@ -90,7 +91,11 @@ def serve(settings: Settings) -> None:
     from .api.app import create_app
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    os.umask(0o077)  # the data folder holds tokens' digests, subscriber passwords, unit secrets
     _check_listen(settings.resolved())
+    if not ipaddress.ip_address(socket.gethostbyname(settings.host)).is_loopback:
+        log.warning("listening on %s: tokens travel in clear over HTTP; put a TLS proxy in front",
+                    settings.listen)
     orchestrator = Orchestrator(settings)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per unit RPC is noise
     uvicorn.run(create_app(orchestrator), host=settings.host, port=settings.port, log_level="info",

@@ -95,6 +95,9 @@ class Service:
     def failed_operation(self, instance: Instance) -> Operation | None:
         return self.store.get_operation(instance.failed_operation_id) if instance.failed_operation_id else None
 
+    def profiles(self) -> list[profiles.Profile]:
+        return [profiles.load(name) for name in profiles.available()]
+
     def list(self, caller: Caller) -> list[Instance]:
         return self.store.list_instances(caller.tenant)
 

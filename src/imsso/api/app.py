@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
@@ -14,6 +15,7 @@ from ..model import OrchestratorError
 from .occi import routes as occi_routes
 from .rest import router as rest_router
 
+log = logging.getLogger("imsso.api")
 STATUS = {"invalid": 400, "not_applicable": 400, "not_found": 404, "conflict": 409,
           "unauthorized": 401, "forbidden": 403, "unavailable": 503, "driver": 502}
 
@@ -42,6 +44,11 @@ def create_app(app_state) -> FastAPI:
 
     for error_type, status in occi_routes.OCCI_ERRORS.items():
         app.add_exception_handler(error_type, _plain_handler(status))
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return error_response(request, 500, "internal", f"internal error: {type(exc).__name__}: {exc}", {})
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> Response:

@@ -59,7 +59,7 @@ class LocalTokens:
         return self.admin_token_file.read_text().strip()
 
     def issue(self, admin_token: str | None, tenant: str, ttl: int | None = None) -> tuple[str, dt.datetime]:
-        if not admin_token or not hmac.compare_digest(admin_token, self.admin_token()):
+        if not admin_token or not hmac.compare_digest(admin_token.encode(), self.admin_token().encode()):
             raise Unauthorized("issuing tokens needs the admin token of this orchestrator "
                                "(the file admin.token in its data folder)")
         if not tenant or len(tenant) > TENANT_MAX:

@@ -35,11 +35,12 @@ class KeystoneValidator:
         self._lock = threading.Lock()
 
     def validate(self, token: str, tenant: str) -> str:
+        """The project's id: names repeat across Keystone domains, ids do not."""
         body = self._token(token)
         project = body.get("project") or {}
         if tenant not in (project.get("name"), project.get("id")):
             raise Forbidden(f"the token is scoped to project '{project.get('name')}', not '{tenant}'")
-        return tenant
+        return project["id"]
 
     def catalog(self, token: str) -> list[dict]:
         """The token's service catalog, for drivers that find their endpoints there."""

@@ -5,6 +5,7 @@ This module reads them from the package (or from IMSSO_PROFILES_DIR) into pure t
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,7 +74,13 @@ def available() -> list[str]:
 
 
 def load(name: str) -> Profile:
-    for base in profiles_dirs():
+    """The profile, read once per process: an edited profile takes effect at the next start."""
+    return _load(name, tuple(profiles_dirs()))
+
+
+@functools.lru_cache(maxsize=64)
+def _load(name: str, dirs: tuple[Path, ...]) -> Profile:
+    for base in dirs:
         folder = base / name
         if (folder / "profile.yaml").is_file():
             return _read(folder)

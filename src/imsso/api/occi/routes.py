@@ -91,6 +91,9 @@ async def post(ref: str, request: Request) -> Response:
         _expect_kind(occi, _kind(request))
         svc.update(who, ref, dict(occi.attributes))
     else:
+        if occi.attributes:  # an action carries no inputs here: say so rather than drop them
+            raise InvalidInput(f"action {action} takes no attributes; POST them without ?action= to "
+                               f"update: {', '.join(occi.attributes)}")
         svc.act(who, ref, _action(action, occi))
     return _entity_response(request, svc, svc.get(who, ref), 200)
 

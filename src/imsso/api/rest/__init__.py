@@ -7,7 +7,6 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Request, Response
 from pydantic import BaseModel, Field
 
-from ... import profiles
 from ...model import InvalidInput, OperationKind
 from ...service import Caller, Service
 from .. import views
@@ -81,14 +80,10 @@ def issue_token(body: TokenRequest, svc: Svc,
 
 
 @router.get("/profiles", tags=["profiles"])
-def list_profiles(who: Who) -> list[dict[str, Any]]:
-    result = []
-    for name in profiles.available():
-        p = profiles.load(name)
-        result.append({"name": p.name, "description": p.description, "domain": p.domain,
-                       "roles": {r.name: {"min": r.min, "default": r.default, "max": r.max}
-                                 for r in p.roles.values()}})
-    return result
+def list_profiles(svc: Svc, who: Who) -> list[dict[str, Any]]:
+    return [{"name": p.name, "description": p.description, "domain": p.domain,
+             "roles": {r.name: {"min": r.min, "default": r.default, "max": r.max} for r in p.roles.values()}}
+            for p in svc.profiles()]
 
 
 @router.get("/instances", tags=["instances"])
@@ -99,10 +94,10 @@ def list_instances(svc: Svc, who: Who) -> list[dict[str, Any]]:
 @router.post("/instances", status_code=202, tags=["instances"])
 def create_instance(body: InstanceCreate, response: Response, svc: Svc, who: Who) -> dict[str, Any]:
     """Create an instance and run `actions` (deploy then provision by default)."""
-    try:
-        then = tuple(OperationKind(a) for a in body.actions)
-    except ValueError:
-        raise InvalidInput(f"actions must be among deploy, provision (in that order), not {body.actions}")
+    if body.actions not in ([], ["deploy"], ["deploy", "provision"]):
+        raise InvalidInput(f"actions must be [], [\"deploy\"] or [\"deploy\", \"provision\"], "
+                           f"not {body.actions}")
+    then = tuple(OperationKind(a) for a in body.actions)
     instance, op = svc.create(who, body.name, body.attributes, body.profile, body.driver, body.sizes, then)
     response.headers["Content-Location"] = f"/v1/instances/{instance.id}"
     if op is None:
