@@ -139,7 +139,7 @@ class FakeDriver:
     def check_service(self, instance: Instance, plan: Plan, subscriber: Subscriber | None,
                       deadline: float) -> str:
         self._record("check_service", data={"user": subscriber.user if subscriber else None})
-        return f"REGISTER through {plan.role_units('pcscf')[0].address}: 200 OK"
+        return f"REGISTER through {plan.role_units(plan.entry)[0].address}: 200 OK"
 
     def dispose(self, instance: Instance, units: list[Unit]) -> list[str]:
         self._record("dispose", data={"units": [u.name for u in units]})

@@ -52,7 +52,8 @@ class Plan:
     domain: str
     units: tuple[UnitPlan, ...]
     dns_records: tuple[DnsRecord, ...]
-    in_routing: tuple[str, ...]                 # units in the P-CSCF's dispatcher set
+    in_routing: tuple[str, ...]                 # routable units that take traffic now
+    entry: str                                  # the role clients reach
 
     def unit(self, name: str) -> UnitPlan:
         for unit in self.units:
@@ -77,27 +78,28 @@ def build(instance: Instance, profile: Profile, units: Iterable[Unit], layout: L
     ordered = sorted(units, key=lambda u: (_order(profile, u.role), u.index))
     routable = [u for u in ordered if profile.role(u.role).routable]
     routing = tuple(u.name for u in routable if in_routing is None or u.name in set(in_routing))
-    records = tuple(dns_records(instance.domain, ordered))
+    dns_roles = {r.name for r in profile.roles.values() if r.program == "dns"}
+    records = tuple(dns_records(instance.domain, ordered, profile.entry, dns_roles))
     env = _environment(profile)
     planned = tuple(_unit_plan(env, instance, profile, u, ordered, routing, records, layout)
                     for u in ordered)
-    return Plan(instance.id, instance.domain, planned, records, routing)
+    return Plan(instance.id, instance.domain, planned, records, routing, profile.entry)
 
 
-def dns_records(domain: str, units: Iterable[Unit]) -> list[DnsRecord]:
-    """A for every unit and its role, SRV for SIP at the entry point and per role."""
+def dns_records(domain: str, units: Iterable[Unit], entry: str, dns_roles: set[str]) -> list[DnsRecord]:
+    """A for every unit and its role, SRV for SIP per role and, at the entry role, for the domain."""
     units = list(units)
     records = [DnsRecord(f"{u.name}.{domain}", "A", u.address) for u in units]
     for role in sorted({u.role for u in units}):
         members = [u for u in units if u.role == role]
         records += [DnsRecord(f"{role}.{domain}", "A", u.address) for u in members]
-        if role == "dns":
+        if role in dns_roles:
             records += [DnsRecord(f"ns.{domain}", "A", u.address) for u in members]
             continue
         for proto in ("udp", "tcp"):
             records += [DnsRecord(f"_sip._{proto}.{role}.{domain}", "SRV", f"{u.name}.{domain}",
                                   priority=10, weight=10, port=SIP_PORT) for u in members]
-            if role == "pcscf":  # the domain's own SIP service is its entry point
+            if role == entry:  # the domain's own SIP service
                 records += [DnsRecord(f"_sip._{proto}.{domain}", "SRV", f"{u.name}.{domain}",
                                       priority=10, weight=10, port=SIP_PORT) for u in members]
     return records
@@ -129,8 +131,9 @@ def _context(instance: Instance, unit: Unit, role, all_units: list[Unit], routin
     def view(u: Unit) -> SimpleNamespace:
         return SimpleNamespace(name=u.name, role=u.role, index=u.index, address=u.address)
 
-    same_role_before = [u.address for u in all_units if u.role == unit.role and u.index < unit.index]
-    pcscfs = [view(u) for u in all_units if u.role == "pcscf"]
+    roles: dict[str, list[SimpleNamespace]] = {}
+    for u in all_units:
+        roles.setdefault(u.role, []).append(view(u))
     return {
         "unit": view(unit),
         "domain": instance.domain,
@@ -139,11 +142,11 @@ def _context(instance: Instance, unit: Unit, role, all_units: list[Unit], routin
         "auth_secret": instance.secret,
         "shm_mb": role.shm_mb,
         "children": role.children,
-        "scscfs": [view(u) for u in all_units if u.name in routing],
-        # A unit joins the replication group through those started before it, so its config
-        # never changes when later ones come and go.
-        "dmq_peers": same_role_before,
-        "pcscf": pcscfs[0] if pcscfs else None,
+        "roles": roles,                                         # every unit, by role
+        "routed": [view(u) for u in all_units if u.name in routing],  # those taking traffic
+        # A unit joins its role's group (e.g. DMQ) through the ones started before it, so its
+        # config never changes when later ones come and go.
+        "peers_before": [u.address for u in all_units if u.role == unit.role and u.index < unit.index],
         "zone_json": json.dumps({"domain": instance.domain,
                                  "records": [r.__dict__ for r in records]}, indent=1),
         **paths,

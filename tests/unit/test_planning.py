@@ -182,7 +182,7 @@ def test_pcscf_config_points_at_its_own_dispatcher_list(profile):
     assert f"sip:pcscf-1@{ADDRESSES['pcscf-1']}:5060" in config
 
 
-def test_dmq_peers_are_the_scscfs_started_before(profile):
+def test_dmq_peers_are_the_scscfs_started_before_it(profile):
     plan = build(profile)
     assert dmq_notification_peers(plan.unit("scscf-3").files["kamailio.cfg"]) == [
         ADDRESSES["scscf-1"], ADDRESSES["scscf-2"]]

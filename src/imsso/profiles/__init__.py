@@ -48,10 +48,10 @@ class Profile:
     domain: str
     roles: dict[str, Role]
     order: tuple[str, ...]
+    entry: str                     # the role clients reach (SIP SRV of the domain, readiness)
     templates: dict[str, str]      # template name -> text
     extra_files: dict[str, str]    # other data files of the profile (e.g. subscribers.sql)
     test_subscribers: tuple[str, ...] = ()
-    policies: tuple[dict[str, Any], ...] = ()
 
     def role(self, name: str) -> Role:
         try:
@@ -97,9 +97,8 @@ def _read(folder: Path) -> Profile:
         raise InvalidInput(f"profile {raw['name']} names templates it lacks: {', '.join(missing)}")
     return Profile(
         name=raw["name"], description=raw.get("description", ""), domain=raw["domain"],
-        roles=roles, order=tuple(raw.get("order", list(roles))), templates=templates,
-        extra_files=extra, test_subscribers=tuple(raw.get("test_subscribers", ())),
-        policies=tuple(raw.get("policies", ())))
+        roles=roles, order=tuple(raw.get("order", list(roles))), entry=raw["entry"], templates=templates,
+        extra_files=extra, test_subscribers=tuple(raw.get("test_subscribers", ())))
 
 
 def _role(name: str, spec: dict[str, Any]) -> Role:

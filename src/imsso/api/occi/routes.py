@@ -5,6 +5,7 @@ Thin: parse with the pure OCCI core, call the service, render. Status codes foll
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 from typing import Any
 
@@ -22,8 +23,7 @@ from . import (COLLECTION_MEDIA_TYPES, ENTITY_MEDIA_TYPES, QUERY_MEDIA_TYPES, TE
 SERVICE_SCHEME = "http://schemas.mobile-cloud-networking.eu/occi/service#"
 SM_SCHEME = "http://schemas.mobile-cloud-networking.eu/occi/sm#"
 CORE_SCHEME = "http://schemas.ogf.org/occi/core#"
-INPUTS = ("mcn.endpoint.maas", "imsso.profile", "imsso.driver", "imsso.domain", "imsso.test_subscribers",
-          "imsso.size.pcscf", "imsso.size.scscf")
+INPUTS = ("mcn.endpoint.maas", "imsso.profile", "imsso.driver", "imsso.domain", "imsso.test_subscribers")
 OUTPUTS = ("occi.core.id{immutable}", "occi.mcn.stack.state{immutable}", "occi.mcn.stack.id{immutable}",
            "mcn.service.state{immutable}")
 
@@ -47,9 +47,13 @@ router = APIRouter(include_in_schema=False)
 @router.get("/-/")
 @router.get("/.well-known/org/ogf/occi/-/")
 def query(request: Request) -> Response:
+    svc = _service(request)
     _caller(request)
     media = negotiate(request.headers.get("accept"), QUERY_MEDIA_TYPES)
-    return _respond(200, media, *render_query([*CORE, ORCHESTRATOR, IMS, *ACTIONS.values()], media))
+    # Every role of every profile can be sized: name those attributes too.
+    sizes = tuple(sorted({f"imsso.size.{role}" for p in svc.profiles() for role in p.roles}))
+    kinds = [dataclasses.replace(k, attributes=k.attributes + sizes) for k in (ORCHESTRATOR, IMS)]
+    return _respond(200, media, *render_query([*CORE, *kinds, *ACTIONS.values()], media))
 
 
 # Two collections of the same resources: the original SO's /orchestrator/<name> ("default" being

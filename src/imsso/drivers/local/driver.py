@@ -261,7 +261,7 @@ class LocalDriver:
 
     def check_service(self, instance: Instance, plan: Plan, subscriber: Subscriber | None,
                       deadline: float) -> str:
-        entry = plan.role_units("pcscf")[0]
+        entry = plan.role_units(plan.entry)[0]
         last = ""
         while time.monotonic() < deadline:
             result = sipcheck.register(entry.address, SIP_PORT, instance.domain,
