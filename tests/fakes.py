@@ -83,7 +83,7 @@ class FakeDriver:
     def layout(self, instance: Instance, unit_name: str) -> dict[str, str]:
         return {"unit_dir": f"/fake/{instance.id}/units/{unit_name}",
                 "subscribers_db": f"/fake/{instance.id}/subscribers.sqlite",
-                "dns_port": "53", "internal_net": "127.200.0.0/24"}
+                "dns_port": "53", "internal_net": "127.200.0.0/24", "manager_address": "127.0.0.1"}
 
     def preflight(self, instance: Instance, plan: Plan, new_units: list[str]) -> None:
         self._record("preflight", data={"new_units": list(new_units)})

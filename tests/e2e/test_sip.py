@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import socket
 
+import httpx
+
 from harness import DNS_PORT, SCENARIOS, Sipp, in_location, wait_for
 from imsso.drivers.local import probes
 
@@ -42,6 +44,11 @@ def test_register_and_call_between_two_subscribers(server, tmp_path):
     # The S-CSCFs' replication (DMQ) is not reachable from a UE: no binding planted without a password.
     assert _status_of(pcscf, "KDMQ sip:usrloc@" + scscf + ":5060 SIP/2.0") == 403
     assert _status_of(scscf, "KDMQ sip:usrloc@" + scscf + ":5060 SIP/2.0", source="127.150.0.9") == 403
+
+    # Unit control (JSON-RPC) answers the orchestrator only; another local address gets 403.
+    with httpx.Client(transport=httpx.HTTPTransport(local_address="127.150.0.7"), timeout=5) as other:
+        refused = other.post(f"http://{scscf}:5080/RPC", json={"jsonrpc": "2.0", "method": "core.uptime", "id": 1})
+    assert refused.status_code == 403
 
     wrong = Sipp(tmp_path, pcscf, "register.xml", "alice", "not-the-password", domain, "127.150.0.4",
                  5100, "-key", "expires", "300", "-m", "1", "-recv_timeout", "5000")

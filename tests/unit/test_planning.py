@@ -44,7 +44,7 @@ def make_units(*names: str) -> list[Unit]:
 def layout(instance: Instance, unit_name: str) -> dict[str, str]:
     return {"unit_dir": f"/srv/imsso/{instance.id}/{unit_name}",
             "subscribers_db": f"/srv/imsso/{instance.id}/subscribers.sqlite", "dns_port": "53",
-            "internal_net": "127.200.0.0/24"}
+            "internal_net": "127.200.0.0/24", "manager_address": "127.0.0.1"}
 
 
 def build(profile, *names: str, in_routing=None) -> planning.Plan:

@@ -63,7 +63,9 @@ class LocalDriver:
         return {"unit_dir": str(self.unit_dir(instance, unit_name)),
                 "subscribers_db": str(self.instance_dir(instance) / "subscribers.sqlite"),
                 "dns_port": str(self.dns_port),
-                "internal_net": str(self._block(instance))}
+                "internal_net": str(self._block(instance)),
+                # Linux sends from 127.0.0.1 to any 127.x address: that is us calling the units.
+                "manager_address": "127.0.0.1"}
 
     # checks before starting anything
     def preflight(self, instance: Instance, plan: Plan, new_units: list[str]) -> None:
