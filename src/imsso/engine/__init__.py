@@ -128,30 +128,31 @@ class Engine:
             message = f"{op.kind.value} failed at '{error.step}': {error.message}"
         if op.kind == OperationKind.PROVISION and error is None:
             instance.provisioned = True
-        instance.current_operation_id = None
-        self.store.save_instance(instance)
-        self.store.add_event(instance.id, "lifecycle" if error is None else "failure", message,
-                             {"operation": op.id, **({"error": error.__dict__} if error else {})})
-        if error is None and op.params.get("then"):
-            self._chain(op, instance)  # before the operation shows as done, so clients can follow it
-        self.store.save_operation(op)
+        events = [("lifecycle" if error is None else "failure", message,
+                   {"operation": op.id, **({"error": error.__dict__} if error else {})})]
+        follow = self._follow_up(op, instance, events) if error is None else None
+        # One transaction: the operation, the instance and its next operation change together, so
+        # a crash never leaves an instance held by a finished operation or free between the two.
+        self.store.finish_operation(op, instance, events, follow)
+        if follow:
+            self.submit(follow)
 
-    def _chain(self, op: Operation, instance) -> None:
-        """Start the operation that was asked to follow `op` (e.g. provision after deploy)."""
+    def _follow_up(self, op: Operation, instance, events: list) -> Operation | None:
+        """The operation asked to follow `op` (e.g. provision after deploy), if it applies."""
+        if not op.params.get("then"):
+            return None
         kind, rest = OperationKind(op.params["then"][0]), op.params["then"][1:]
+        try:
+            lifecycle.check_applicable(instance, kind)
+        except Exception as exc:  # say so, do not hide it
+            events.append(("failure", f"{kind.value} after {op.kind.value} not started: {exc}",
+                           {"operation": op.id}))
+            return None
         follow = Operation(id=str(uuid.uuid4()), instance_id=instance.id, kind=kind,
                            params={"then": rest, "after": op.id})
-        try:
-            lifecycle.check_applicable(self.store.get_instance(instance.id), kind)
-            self.store.start_operation(follow)
-        except Exception as exc:  # another request came first: say so, do not hide it
-            self.store.add_event(instance.id, "failure", f"{kind.value} after {op.kind.value} not "
-                                 f"started: {exc}", {"operation": op.id})
-            return
         op.params = {**op.params, "followed_by": follow.id}
-        self.store.add_event(instance.id, "lifecycle", f"{kind.value} requested after {op.kind.value}",
-                             {"operation": follow.id})
-        self.submit(follow)
+        events.append(("lifecycle", f"{kind.value} requested after {op.kind.value}", {"operation": follow.id}))
+        return follow
 
     def _has_units(self, instance) -> bool:
         return bool(self.store.units(instance.id))

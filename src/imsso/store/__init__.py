@@ -126,6 +126,20 @@ class Store:
                                {"operation": running, "kind": kind})
             s.add(_operation_row(op))
 
+    def finish_operation(self, op: Operation, instance: Instance,
+                         events: list[tuple[str, str, dict[str, Any]]], follow: Operation | None) -> None:
+        """Record an operation's end, its instance's new state, the events, and the next operation
+        (made current at once) in one transaction."""
+        instance.current_operation_id = follow.id if follow else None
+        instance.updated_at = utcnow()
+        with self.session() as s:
+            s.merge(_operation_row(op))
+            s.merge(_instance_row(instance))
+            for kind, message, data in events:
+                s.add(EventRow(instance_id=instance.id, time=utcnow(), kind=kind, message=message, data=data))
+            if follow:
+                s.add(_operation_row(follow))
+
     def reclaim_operation(self, op: Operation) -> bool:
         """Make a resumed `op` current again if the instance holds none; False if another holds it."""
         with self.session() as s:
