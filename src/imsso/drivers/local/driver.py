@@ -18,7 +18,7 @@ import time
 from contextlib import closing
 from pathlib import Path
 
-from ...model import Instance, Subscriber, Unit, UnitState
+from ...model import Instance, Subscriber, Unit
 from ...planning import HTTP_PORT, SIP_PORT, Plan, UnitPlan
 from ...profiles import Profile
 from .. import DriverError
@@ -114,7 +114,10 @@ class LocalDriver:
         pid = _read_pid(folder / PID_FILES[plan.program])
         if pid and processes.alive(pid, None, marker):
             return pid, processes.start_time(pid)
-        processes.stop(marker, None)
+        try:
+            processes.stop(marker, None)
+        except processes.ProcessError as exc:
+            raise DriverError(f"leftovers of {plan.name} cannot be stopped", str(exc)) from exc
         return None
 
     def ensure_unit(self, instance: Instance, unit: Unit, plan: UnitPlan) -> Unit:
@@ -130,7 +133,6 @@ class LocalDriver:
         for name, content in plan.files.items():
             _write(folder / name, content)
         unit.pid, unit.started_at = processes.spawn(self._argv(plan, folder), folder, folder / "unit.log")
-        unit.state = UnitState.STARTING
         unit.detail = "started"
         return unit
 
