@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pg
 import psutil
+import pytest
 
-from harness import wait_for
+from harness import Server, wait_for
 
 
 def test_sigkill_mid_deploy_then_restart_converges(fresh_server):
@@ -99,3 +101,24 @@ def test_a_dead_unit_is_shown_failed_and_provision_brings_it_back(server):
     units = {u["name"]: u for u in api.get("/v1/instances/dying").json()["units"]}
     assert units["scscf-1"]["state"] == "running" and units["scscf-1"]["pid"] != victim["pid"]
     assert api.wait_operation(api.delete("/v1/instances/dying").json()["id"])["state"] == "succeeded"
+
+
+@pytest.mark.postgres
+def test_the_service_on_postgresql_keeps_its_instances_across_restarts(tmp_path, postgres_url):
+    with pg.fresh_database(postgres_url) as url:
+        srv = Server(tmp_path / "imsso", "127.0.0.1:8055", "127.105.0.0/16", env={"IMSSO_DATABASE_URL": url})
+        srv.start()
+        try:
+            api = srv.api("pg")
+            instance = api.create("pg")
+            srv.stop()
+            srv.start()
+            api = srv.api("pg")
+            again = api.get("/v1/instances/pg").json()
+            assert again["id"] == instance["id"] and again["state"] == "active"
+            assert {u["pid"] for u in again["units"]} == {u["pid"] for u in instance["units"]}
+            assert api.wait_operation(api.delete("/v1/instances/pg").json()["id"])["state"] == "succeeded"
+            assert srv.unit_processes() == []
+        finally:
+            srv.stop()
+            srv.kill_units()
