@@ -15,6 +15,8 @@ from keystoneauth1.exceptions import ConnectFailure, ConnectTimeout, DiscoveryFa
 
 from ..model import Forbidden, Unauthorized, Unavailable
 
+CACHE_MAX = 10000  # tokens remembered at once; beyond that, validations are not cached
+
 
 def v3_url(url: str) -> str:
     """The v3 API of the Keystone at `url`, which may name v2.0 (as the original's DESIGN_URI did)."""
@@ -54,7 +56,10 @@ class KeystoneValidator:
                 return hit[1]
         body = self._fetch(token)
         with self._lock:
-            self._cache[token] = (now + self.cache_seconds, body)
+            if len(self._cache) >= CACHE_MAX:  # drop what has expired before growing further
+                self._cache = {k: v for k, v in self._cache.items() if v[0] > now}
+            if len(self._cache) < CACHE_MAX:
+                self._cache[token] = (now + self.cache_seconds, body)
         return body
 
     def _fetch(self, token: str) -> dict:
