@@ -53,6 +53,14 @@ def test_up_commands_and_down(tmp_path):
         up.send_signal(signal.SIGINT)  # Ctrl-C: the service stops, the IMS keeps running
         assert up.wait(timeout=30) == 0
         assert _units_running(tmp_path), "the IMS outlives the service"
+
+        # `imsso up` again: the running IMS is adopted as it is, with the same P-CSCF.
+        up = subprocess.Popen([sys.executable, "-m", "imsso", "up", "--tenant", "newcomer"], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        again = "\n".join(_read_until(up, "Serving.", timeout=60))
+        assert f"sip:{pcscf}:5060" in again and "deploy:" not in again, again
+        up.send_signal(signal.SIGINT)
+        assert up.wait(timeout=30) == 0
     finally:
         if up.poll() is None:
             up.kill()
