@@ -20,7 +20,6 @@ from .store import Store
 
 NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 USER_RE = re.compile(r"^[A-Za-z0-9._~+-]{1,64}$")
-DEFAULT = "default"
 
 
 @dataclass

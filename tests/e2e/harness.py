@@ -184,7 +184,7 @@ class Sipp:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-            raise AssertionError(f"sipp for {self.user} still running after {timeout:.0f} s:\n{self.output()}")
+            raise AssertionError(f"sipp for {self.user} still running after {timeout:.0f} s:\n{self.output()}") from None
         finally:
             self.log.close()
 

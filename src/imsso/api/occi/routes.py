@@ -14,7 +14,7 @@ from fastapi.responses import Response
 
 from ... import lifecycle
 from ...model import Instance, InvalidInput, OperationKind
-from ...service import DEFAULT, Caller, Service
+from ...service import Caller, Service
 from .. import views
 from . import (COLLECTION_MEDIA_TYPES, ENTITY_MEDIA_TYPES, QUERY_MEDIA_TYPES, TEXT_PLAIN, Category,
                Entity, NotAcceptable, OcciSyntaxError, UnsupportedMediaType, negotiate, parse_request,
