@@ -144,9 +144,7 @@ def _context(instance: Instance, unit: Unit, role, all_units: list[Unit], routin
         "children": role.children,
         "roles": roles,                                         # every unit, by role
         "routed": [view(u) for u in all_units if u.name in routing],  # those taking traffic
-        # A unit joins its role's group (e.g. DMQ) through the ones started before it, so its
-        # config never changes when later ones come and go.
-        "peers_before": [u.address for u in all_units if u.role == unit.role and u.index < unit.index],
+        "peers": [u.address for u in all_units if u.role == unit.role and u.name != unit.name],
         "zone_json": json.dumps({"domain": instance.domain,
                                  "records": [r.__dict__ for r in records]}, indent=1),
         **paths,

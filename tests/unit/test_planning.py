@@ -76,7 +76,7 @@ def test_units_in_start_order_with_their_role_files(profile):
     assert [u.name for u in plan.units] == ["scscf-1", "scscf-2", "scscf-3", "pcscf-1", "dns-1"]
     assert plan.instance_id == "inst-1" and plan.domain == DOMAIN
     assert set(plan.unit("pcscf-1").files) == {"kamailio.cfg", "dispatcher.list"}
-    assert set(plan.unit("scscf-2").files) == {"kamailio.cfg"}
+    assert set(plan.unit("scscf-2").files) == {"kamailio.cfg", "dmq-peers.cfg"}
     assert set(plan.unit("dns-1").files) == {"zone.json"}
     assert plan.unit("pcscf-1").reload == {"dispatcher.list": "dispatcher.reload"}
     assert plan.unit("scscf-1").program == "kamailio" and plan.unit("dns-1").program == "dns"
@@ -182,23 +182,27 @@ def test_pcscf_config_points_at_its_own_dispatcher_list(profile):
     assert f"sip:pcscf-1@{ADDRESSES['pcscf-1']}:5060" in config
 
 
-def test_dmq_peers_are_the_scscfs_started_before_it(profile):
+def test_dmq_peers_are_the_other_scscfs(profile):
     plan = build(profile)
-    assert dmq_notification_peers(plan.unit("scscf-3").files["kamailio.cfg"]) == [
+    assert dmq_notification_peers(plan.unit("scscf-3").files["dmq-peers.cfg"]) == [
         ADDRESSES["scscf-1"], ADDRESSES["scscf-2"]]
-    assert dmq_notification_peers(plan.unit("scscf-2").files["kamailio.cfg"]) == [ADDRESSES["scscf-1"]]
-    # the first is its own peer
-    assert dmq_notification_peers(plan.unit("scscf-1").files["kamailio.cfg"]) == [ADDRESSES["scscf-1"]]
+    assert dmq_notification_peers(plan.unit("scscf-1").files["dmq-peers.cfg"]) == [
+        ADDRESSES["scscf-2"], ADDRESSES["scscf-3"]]
+    assert 'include_file "/srv/imsso/inst-1/scscf-1/dmq-peers.cfg"' in plan.unit("scscf-1").files["kamailio.cfg"]
+    alone = build(profile, "dns-1", "scscf-1", "pcscf-1")  # the only one is its own peer
+    assert dmq_notification_peers(alone.unit("scscf-1").files["dmq-peers.cfg"]) == [ADDRESSES["scscf-1"]]
+    assert plan.unit("scscf-1").reload == {"dmq-peers.cfg": "at-start"}
 
 
 def test_configs_are_stable_when_scscfs_are_added(profile):
+    """Only files with a live (or at-start) path change: no running unit is restarted by a scale."""
     one = build(profile, "dns-1", "scscf-1", "pcscf-1")
     two = build(profile, "dns-1", "scscf-1", "scscf-2", "pcscf-1")
     three = build(profile)
-    first = one.unit("scscf-1").files
-    assert two.unit("scscf-1").files == first
-    assert three.unit("scscf-1").files == first
-    assert three.unit("scscf-2").files == two.unit("scscf-2").files
+    first = one.unit("scscf-1").files["kamailio.cfg"]
+    assert two.unit("scscf-1").files["kamailio.cfg"] == first
+    assert three.unit("scscf-1").files["kamailio.cfg"] == first
+    assert three.unit("scscf-2").files["kamailio.cfg"] == two.unit("scscf-2").files["kamailio.cfg"]
     # what does change is the routing and the zone
     assert dispatcher_addresses(one) == [ADDRESSES["scscf-1"]]
     assert dispatcher_addresses(two) == [ADDRESSES["scscf-1"], ADDRESSES["scscf-2"]]

@@ -193,6 +193,8 @@ class LocalDriver:
 
     def _reload(self, instance: Instance, unit: Unit, plan: UnitPlan, name: str) -> str:
         how = plan.reload[name]
+        if how == "at-start":
+            return f"{name} of {unit.name} written (read at its next start)"
         if how == "signal":
             if not self.is_alive(instance, unit):  # never signal a pid that is not the unit's
                 raise DriverError(f"{unit.name} is not running: cannot reload {name}")
