@@ -188,7 +188,7 @@ def test_dmq_peers_are_the_other_scscfs(profile):
         ADDRESSES["scscf-1"], ADDRESSES["scscf-2"]]
     assert dmq_notification_peers(plan.unit("scscf-1").files["dmq-peers.cfg"]) == [
         ADDRESSES["scscf-2"], ADDRESSES["scscf-3"]]
-    assert 'include_file "/srv/imsso/inst-1/scscf-1/dmq-peers.cfg"' in plan.unit("scscf-1").files["kamailio.cfg"]
+    assert 'include_file "dmq-peers.cfg"' in plan.unit("scscf-1").files["kamailio.cfg"]
     alone = build(profile, "dns-1", "scscf-1", "pcscf-1")  # the only one is its own peer
     assert dmq_notification_peers(alone.unit("scscf-1").files["dmq-peers.cfg"]) == [ADDRESSES["scscf-1"]]
     assert plan.unit("scscf-1").reload == {"dmq-peers.cfg": "at-start"}
