@@ -220,14 +220,3 @@ def wait_operation(store: Store, op_id: str, timeout: float = 10.0) -> Operation
             raise AssertionError(f"operation {op_id} ({op.kind.value}) still {op.state.value} after "
                                  f"{timeout} s; steps: {[s.name for s in op.steps]}")
         time.sleep(0.01)
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached in {timeout} s")
-        time.sleep(0.01)

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -15,22 +14,11 @@ import httpx
 import psutil
 
 from imsso.drivers.local.kamrpc import KamailioRpc, RpcError
+from polling import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 SCENARIOS = Path(__file__).parent / "scenarios"
 DNS_PORT = 53 if os.geteuid() == 0 else 5353
-
-
-def wait_for(predicate, timeout: float, what: str, interval: float = 0.1):
-    """Poll until `predicate()` is truthy; fail naming what was awaited."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
 
 
 class Server:

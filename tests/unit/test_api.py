@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from fakes import Orchestrator, wait_until
+from fakes import Orchestrator
+from polling import wait_for
 from imsso.api.app import create_app
 from imsso.engine import Engine
 
@@ -65,14 +66,14 @@ def wait_state(client, headers, state: str, path: str = "/orchestrator/default")
     def reached():
         attrs = occi_attributes(client.get(path, headers=headers))
         return attrs if attrs.get("mcn.service.state") == f'"{state}"' else None
-    return wait_until(reached, what=f"{path} in state {state}")
+    return wait_for(reached, what=f"{path} in state {state}")
 
 
 def wait_operation(client, headers, location: str) -> dict:
     def finished():
         body = client.get(location, headers=headers).json()
         return body if body["state"] in ("succeeded", "failed") else None
-    return wait_until(finished, what=f"{location} finished")
+    return wait_for(finished, what=f"{location} finished")
 
 
 # --- the user guide's four requests ------------------------------------------------------------------
@@ -97,7 +98,7 @@ def test_the_guides_four_requests(client, acme, orch: Orchestrator):
     r = client.post("/orchestrator/default", headers={
         **acme, "Content-Type": "text/occi", "X-OCCI-Attribute": 'mcn.endpoint.maas="160.85.4.50"'})
     assert r.status_code == 200, r.text
-    attrs = wait_until(lambda: (a := occi_attributes(client.get("/orchestrator/default", headers=acme)))
+    attrs = wait_for(lambda: (a := occi_attributes(client.get("/orchestrator/default", headers=acme)))
                        .get("mcn.endpoint.maas") and a.get("imsso.operation") is None and a,
                        what="mcn.endpoint.maas shown")
     assert attrs["mcn.endpoint.maas"] == '"160.85.4.50"'
@@ -108,7 +109,7 @@ def test_the_guides_four_requests(client, acme, orch: Orchestrator):
     r = client.delete("/orchestrator/default", headers=acme)
     assert r.status_code == 200, r.text
     release.set()
-    wait_until(lambda: client.get("/orchestrator/default", headers=acme).status_code == 404,
+    wait_for(lambda: client.get("/orchestrator/default", headers=acme).status_code == 404,
                what="GET 404 after DELETE")
     r = client.get("/orchestrator/default", headers=acme)
     assert "default" in r.text

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator, Sequence
-from typing import Any, NoReturn
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, NoReturn, TypeVar
 
 from .model import (
     OCCI_JSON,
@@ -23,6 +23,8 @@ from .model import (
     Request,
     UnsupportedMediaType,
 )
+
+T = TypeVar("T")
 
 # Header names compared case-insensitively (RFC 7230); errors use the spec's casing.
 _OCCI_HEADERS = {
@@ -313,16 +315,21 @@ def _params(cur: _Cursor, expected: str) -> list[tuple[str, str, bool]]:
     return params
 
 
+def _items(value: str, where: str, parse_one: Callable[[_Cursor], T], expected: str) -> list[T]:
+    """The comma-separated items of one header value, each read by `parse_one`."""
+    cur = _Cursor(value, where)
+    found = []
+    while cur.next_item():
+        found.append(parse_one(cur))
+        cur.end_item(expected)
+    return found
+
+
 # --- Category --------------------------------------------------------------
 
 
 def _parse_categories(value: str, where: str) -> list[Category]:
-    cur = _Cursor(value, where)
-    categories = []
-    while cur.next_item():
-        categories.append(_category(cur))
-        cur.end_item(_CATEGORY_EXPECTED)
-    return categories
+    return _items(value, where, _category, _CATEGORY_EXPECTED)
 
 
 def _category(cur: _Cursor) -> Category:
@@ -382,30 +389,25 @@ def _action_ids(cur: _Cursor, text: str) -> tuple[str, ...]:
 
 
 def _parse_attributes(value: str, where: str) -> list[tuple[str, AttributeValue]]:
-    cur = _Cursor(value, where)
-    attributes = []
-    while cur.next_item():
-        name = cur.bare("=,;")
-        if not name or not cur.take("="):
-            cur.fail("cannot parse", _ATTRIBUTE_EXPECTED)
-        _check_attribute_name(cur, name)
-        text, quoted = _value(cur, ",;", _ATTRIBUTE_EXPECTED)
-        attributes.append((name, _typed(cur, text, quoted)))
-        cur.take(";")  # the spec's own examples end some values with ';'
-        cur.end_item(_ATTRIBUTE_EXPECTED)
-    return attributes
+    return _items(value, where, _attribute, _ATTRIBUTE_EXPECTED)
+
+
+def _attribute(cur: _Cursor) -> tuple[str, AttributeValue]:
+    name = cur.bare("=,;")
+    if not name or not cur.take("="):
+        cur.fail("cannot parse", _ATTRIBUTE_EXPECTED)
+    _check_attribute_name(cur, name)
+    text, quoted = _value(cur, ",;", _ATTRIBUTE_EXPECTED)
+    value = _typed(cur, text, quoted)
+    cur.take(";")  # the spec's own examples end some values with ';'
+    return name, value
 
 
 # --- Link --------------------------------------------------------------------
 
 
 def _parse_links(value: str, where: str) -> list[Link]:
-    cur = _Cursor(value, where)
-    links = []
-    while cur.next_item():
-        links.append(_link(cur))
-        cur.end_item(_LINK_EXPECTED)
-    return links
+    return _items(value, where, _link, _LINK_EXPECTED)
 
 
 def _link(cur: _Cursor) -> Link:
