@@ -110,6 +110,8 @@ class Instance:
     test_subscribers: bool = True
     secret: str = ""  # shared secret of the instance's units (digest nonces)
     block: int = 0    # the instance's address block (local driver: 127.x.<block>.0/24)
+    stack_id: str = ""  # the Heat stack that holds the instance, for drivers that make one
+    outputs: dict[str, Any] = field(default_factory=dict)  # what the driver reported (endpoints)
     current_operation_id: str | None = None
     failed_operation_id: str | None = None
     created_at: dt.datetime = field(default_factory=utcnow)

@@ -72,6 +72,26 @@ def unit_name(role: str, index: int) -> str:
     return f"{role}-{index}"
 
 
+def desired_units(profile: Profile, sizes: dict[str, int], existing: Iterable[Unit]
+                  ) -> tuple[list[Unit], list[Unit], list[tuple[str, int]]]:
+    """Existing units to keep, existing units beyond the sizes, and (role, index) of units to add.
+
+    The lowest indexes stay: scale-in removes the newest units first."""
+    existing = list(existing)
+    keep: list[Unit] = []
+    extra: list[Unit] = []
+    new: list[tuple[str, int]] = []
+    for role in profile.order:
+        want = sizes.get(role, profile.role(role).default)
+        mine = sorted((u for u in existing if u.role == role), key=lambda u: u.index)
+        keep += mine[:want]
+        extra += mine[want:]
+        used = {u.index for u in mine}
+        free = (i for i in range(1, want + len(used) + 1) if i not in used)
+        new += [(role, next(free)) for _ in range(want - len(mine[:want]))]
+    return keep, extra, new
+
+
 def build(instance: Instance, profile: Profile, units: Iterable[Unit], layout: Layout,
           in_routing: Iterable[str] | None = None) -> Plan:
     """Render every unit's files. `in_routing` defaults to every routable unit."""

@@ -436,7 +436,8 @@ def test_json_patch_scales(client, acme, orch: Orchestrator):
 
 
 def test_json_subscribers(client, acme, orch: Orchestrator):
-    r = client.post("/v1/instances", headers=acme, json={"name": "core", "actions": ["deploy"]})
+    r = client.post("/v1/instances", headers=acme, json={
+        "name": "core", "actions": ["deploy"], "attributes": {"imsso.test_subscribers": False}})
     wait_operation(client, acme, r.headers["Location"])
     instance_id = orch.store.find_instance("acme", "core").id
     base = "/v1/instances/core/subscribers"

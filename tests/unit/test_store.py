@@ -64,6 +64,33 @@ def run_together(count: int, work) -> list:
 
 # --- schema -----------------------------------------------------------------------------------------
 
+def test_an_instance_stored_before_stacks_reads_back_without_one(store_url: str):
+    """A database of the first schema, upgraded: its instances have no stack and no outputs."""
+    from alembic import command
+    from alembic.config import Config
+
+    from imsso.store import MIGRATIONS
+
+    old = Store(store_url)
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with old.engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0001")
+        connection.exec_driver_sql(
+            "INSERT INTO instances (id, tenant, name, profile, driver, domain, block, sizes, attributes,"
+            " state, stack_state, provisioned, test_subscribers, secret, created_at, updated_at) VALUES"
+            " ('i-1', 'acme', 'old', 'sip-core', 'local', 'old.ims.test', 0, '{}', '{}', 'active',"
+            " 'CREATE_COMPLETE', true, true, 's', '2026-01-01 00:00:00', '2026-01-01 00:00:00')")
+    old.migrate()
+    got = old.get_instance("i-1")
+    assert (got.name, got.stack_id, got.outputs) == ("old", "", {})
+    got.stack_id, got.outputs = "heat-1", {"mcn.endpoint.pcscf-1.net.private": "10.0.0.10"}
+    old.save_instance(got)
+    assert old.get_instance("i-1").outputs == {"mcn.endpoint.pcscf-1.net.private": "10.0.0.10"}
+    old.close()
+
+
 def test_migrate_twice_is_a_no_op(store: Store):
     instance = store.create_instance(make_instance())
     with store.engine.connect() as c:
@@ -79,7 +106,7 @@ def test_migrate_twice_is_a_no_op(store: Store):
             == version_before
     assert {"tokens", "instances", "units", "operations", "events", "subscribers",
             "alembic_version"} <= tables_before
-    assert version_before == ["0001"]
+    assert version_before == ["0002"]
     assert store.get_instance(instance.id) == instance
 
 

@@ -20,19 +20,16 @@ SERVICE_TIMEOUT = 15.0
 
 def deploy(run: Run) -> None:
     _accept_spec(run)
+    _test_subscribers(run)  # before the units start: a stack's servers boot with their table
     converge(run)
 
 
 def provision(run: Run) -> None:
     _accept_spec(run)
+    _test_subscribers(run)
     converge(run)
     with run.step("subscribers") as step, run.subscriber_lock:
         subs = run.store.subscribers(run.instance.id)
-        if run.instance.test_subscribers and not subs:
-            for user in run.profile.test_subscribers:
-                run.store.put_subscriber(Subscriber(run.instance.id, user, run.instance.domain,
-                                                    secrets.token_urlsafe(12)))
-            subs = run.store.subscribers(run.instance.id)
         run.driver.sync_subscribers(run.instance, run.profile, subs)
         step.detail = f"{len(subs)} subscriber(s) in the S-CSCFs' table"
     maas = run.instance.attributes.get("mcn.endpoint.maas")
@@ -66,6 +63,9 @@ def dispose(run: Run) -> None:
         step.detail = "; ".join(run.driver.dispose(run.instance, units))
         for unit in units:
             run.store.delete_unit(unit.id)
+        if run.instance.outputs:
+            run.instance.outputs = {}
+            run.save_instance()
     with run.step("remove subscribers") as step:
         subs = run.store.subscribers(run.instance.id)
         for sub in subs:
@@ -106,7 +106,64 @@ def _has_units(run: Run) -> bool:
     return bool(run.store.units(run.instance.id))
 
 
+def _test_subscribers(run: Run) -> None:
+    """The profile's test subscribers, once, when the instance wants them and has none."""
+    if not run.instance.test_subscribers:
+        return
+    with run.subscriber_lock:
+        if run.store.subscribers(run.instance.id):
+            return
+        with run.step("test subscribers") as step:
+            for user in run.profile.test_subscribers:
+                run.store.put_subscriber(Subscriber(run.instance.id, user, run.instance.domain,
+                                                    secrets.token_urlsafe(12)))
+            step.detail = ", ".join(run.profile.test_subscribers)
+
+
 def converge(run: Run) -> None:
+    """Make what runs match the desired sizes and configs, the way the driver realises plans."""
+    if getattr(run.driver, "realises", "units") == "stack":
+        converge_stack(run)
+    else:
+        converge_units(run)
+
+
+def converge_stack(run: Run) -> None:
+    """One stack holds the instance: render it from the plan, create or update it, read its outputs.
+    Heat changes only the resources whose properties changed."""
+    keep, extra = _reserve(run)
+    plan = planning.build(run.instance, run.profile, keep, run.driver.layout)
+    with run.step("template") as step:
+        request = run.driver.request(run.instance, run.profile, plan,
+                                     run.store.subscribers(run.instance.id))
+        step.detail = (f"stack {request.name}: {len(request.template['resources'])} resources for "
+                       f"{len(keep)} units; environment: "
+                       f"{', '.join(sorted(request.environment)) or 'none'}")
+    with run.step(f"stack {'update' if run.instance.stack_id else 'create'}") as step:
+        started = time.monotonic()
+        status = run.driver.apply(run.instance, request, lambda stack_id: _record_stack(run, stack_id),
+                                  started + request.timeout_mins * 60)
+        run.instance.outputs = status.outputs
+        run.save_instance()
+        step.detail = f"{status.name} ({status.id}) {status.status} in {time.monotonic() - started:.1f} s"
+    for unit in keep:
+        if unit.state != UnitState.RUNNING:
+            unit.state, unit.detail = UnitState.RUNNING, f"server of stack {status.name}"
+            run.store.save_unit(unit)
+            run.event("unit", f"{unit.name} running at {unit.address}", {"unit": unit.name})
+    for unit in extra:
+        run.store.delete_unit(unit.id)
+        run.event("unit", f"{unit.name} removed with the stack update", {"unit": unit.name})
+
+
+def _record_stack(run: Run, stack_id: str) -> None:
+    """Known as soon as Heat answers: a crash mid-create must find the stack again, not make two."""
+    if run.instance.stack_id != stack_id:
+        run.instance.stack_id = stack_id
+        run.save_instance()
+
+
+def converge_units(run: Run) -> None:
     """Make the running units match the desired sizes: reserve, start, route, drain, stop."""
     keep, extra = _reserve(run)
     with run.step("subscriber table"), run.subscriber_lock:
@@ -128,21 +185,11 @@ def converge(run: Run) -> None:
 def _reserve(run: Run) -> tuple[list[Unit], list[Unit]]:
     """Units to keep (creating records for missing ones) and units beyond the desired sizes."""
     existing = run.store.units(run.instance.id)
-    taken = run.store.addresses_in_use()
-    keep: list[Unit] = []
-    extra: list[Unit] = []
     with run.step("reserve units") as step:
-        for role in run.profile.order:
-            want = run.instance.sizes.get(role, run.profile.role(role).default)
-            mine = sorted((u for u in existing if u.role == role), key=lambda u: u.index)
-            keep += mine[:want]
-            extra += mine[want:]
-            used = {u.index for u in mine}
-            index = 1
-            while sum(u.role == role for u in keep) < want:
-                if index not in used:
-                    keep.append(_new_unit(run, role, index, taken))
-                index += 1
+        keep, extra, new = planning.desired_units(run.profile, run.instance.sizes, existing)
+        taken = run.store.addresses_in_use()
+        keep += [_new_unit(run, role, index, taken) for role, index in new]
+        keep.sort(key=lambda u: (run.profile.order.index(u.role), u.index))
         step.detail = (", ".join(f"{u.name}@{u.address}" for u in keep)
                        + (f"; to remove: {', '.join(u.name for u in extra)}" if extra else ""))
     return keep, extra

@@ -286,7 +286,8 @@ def _instance_row(i: Instance) -> InstanceRow:
         id=i.id, tenant=i.tenant, name=i.name, profile=i.profile, driver=i.driver, domain=i.domain,
         block=i.block, sizes=dict(i.sizes), attributes=dict(i.attributes), state=i.state.value,
         stack_state=i.stack_state, provisioned=i.provisioned, test_subscribers=i.test_subscribers,
-        secret=i.secret, current_operation_id=i.current_operation_id,
+        secret=i.secret, stack_id=i.stack_id, outputs=dict(i.outputs),
+        current_operation_id=i.current_operation_id,
         failed_operation_id=i.failed_operation_id, created_at=_utc(i.created_at),
         updated_at=_utc(i.updated_at))
 
@@ -296,8 +297,8 @@ def _instance(r: InstanceRow) -> Instance:
         id=r.id, tenant=r.tenant, name=r.name, profile=r.profile, driver=r.driver, domain=r.domain,
         block=r.block, sizes=dict(r.sizes), attributes=dict(r.attributes),
         state=InstanceState(r.state), stack_state=r.stack_state, provisioned=r.provisioned,
-        test_subscribers=r.test_subscribers, secret=r.secret,
-        current_operation_id=r.current_operation_id, failed_operation_id=r.failed_operation_id,
+        test_subscribers=r.test_subscribers, secret=r.secret, stack_id=r.stack_id or "",
+        outputs=dict(r.outputs or {}), current_operation_id=r.current_operation_id, failed_operation_id=r.failed_operation_id,
         created_at=_aware(r.created_at), updated_at=_aware(r.updated_at))
 
 

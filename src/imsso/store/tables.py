@@ -40,6 +40,8 @@ class InstanceRow(Base):
     provisioned: Mapped[bool]
     test_subscribers: Mapped[bool]
     secret: Mapped[str] = mapped_column(sa.String(64))
+    stack_id: Mapped[str] = mapped_column(sa.String(64), server_default="")
+    outputs: Mapped[dict | None] = mapped_column(sa.JSON, nullable=True)
     current_operation_id: Mapped[str | None] = mapped_column(sa.String(36))
     failed_operation_id: Mapped[str | None] = mapped_column(sa.String(36))
     created_at: Mapped[dt.datetime]
