@@ -155,18 +155,55 @@ def show(name: str = typer.Argument("default")) -> None:
             out.print(e["cause"])
 
 
-@app.command()
-def scale(name: str, sizes: list[str] = typer.Argument(..., help="ROLE=COUNT, e.g. scscf=3")) -> None:
-    """Change the number of units of roles, e.g. `imsso scale default scscf=3`."""
+def _sizes(items: list[str]) -> dict[str, int]:
     parsed = {}
-    for item in sizes:
+    for item in items:
         role, _, count = item.partition("=")
         if not count.isdigit():
             _fail(f"'{item}' is not ROLE=COUNT (e.g. scscf=3)")
         parsed[role] = int(count)
+    return parsed
+
+
+@app.command()
+def scale(name: str, sizes: list[str] = typer.Argument(..., help="ROLE=COUNT, e.g. scscf=3")) -> None:
+    """Change the number of units of roles, e.g. `imsso scale default scscf=3`."""
+    parsed = _sizes(sizes)
     client = _client()
     op = _call(client.json, "PATCH", f"/v1/instances/{name}", json={"sizes": parsed})
     _follow(client, op)
+
+
+@app.command()
+def plan(name: str = typer.Argument("default"),
+         size: list[str] = typer.Option([], help="ROLE=COUNT to plan, e.g. --size scscf=3"),
+         attribute: list[str] = typer.Option([], "--set", help="NAME=VALUE to plan, e.g. --set imsso.os.flavor=m1.large"),
+         template: bool = typer.Option(False, help="print the whole template and environment")) -> None:
+    """Show what a deploy or an update would send to Heat and how it differs from the live stack.
+    Changes nothing."""
+    attributes = {}
+    for item in attribute:
+        key, sep, value = item.partition("=")
+        if not sep:
+            _fail(f"'{item}' is not NAME=VALUE")
+        attributes[key] = value
+    result = _call(_client().json, "POST", f"/v1/instances/{name}/plan",
+                   json={"sizes": _sizes(size), "attributes": attributes})
+    stack = result.get("stack")
+    out.print(f"stack {result['stack_name']}: "
+              + (f"{stack['status']} ({stack['id']}), a {result['action']} would" if stack
+                 else "not created yet, a deploy would"))
+    for change, names in result["resources"].items():
+        if names:
+            out.print(f"  {change:<9} {', '.join(names)}")
+    if not any(result["resources"].values()):
+        out.print("  change no resource")
+    if result.get("diff"):
+        out.print(result["diff"], markup=False, highlight=False)
+    if template:
+        import yaml
+        out.print(yaml.safe_dump({"template": result["template"], "environment": result["environment"]},
+                                 sort_keys=False, width=1000), markup=False, highlight=False)
 
 
 @app.command()

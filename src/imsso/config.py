@@ -15,6 +15,12 @@ def _default_data_dir() -> Path:
     return Path(base) / "imsso"
 
 
+# Defaults of the openstack driver's instance attributes imsso.os.<name> (IMSSO_OS_<NAME>).
+OS_DEFAULTS = {"image": "debian-12", "flavor": "m1.small", "network": "private", "cidr": "10.0.0.0/24",
+               "key_name": "", "floating_network": "", "boot_timeout": "900",
+               "manager_address": "127.0.0.1"}
+
+
 @dataclass
 class Settings:
     listen: str = "127.0.0.1:8051"
@@ -27,6 +33,13 @@ class Settings:
     dns_port: int = 53
     token_ttl: int = 12 * 3600
     workers: int = 4
+    keystone_cache: float = 30.0  # seconds a Keystone token validation is trusted
+    # openstack driver
+    os_region: str = ""           # catalog region of the orchestration endpoint (any when empty)
+    os_cloud: str = ""            # clouds.yaml account, when tokens are not Keystone's
+    heat_environment: str = ""    # environment file sent with every stack create and update
+    heat_environment_dir: str = ""  # where environments named by imsso.os.environment live
+    os_defaults: dict[str, str] = field(default_factory=dict)  # imsso.os.<name> defaults
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
@@ -42,11 +55,22 @@ class Settings:
         s.address_pool = env.get("IMSSO_ADDRESS_POOL", s.address_pool)
         s.dns_port = int(env.get("IMSSO_DNS_PORT", s.dns_port))
         s.token_ttl = int(env.get("IMSSO_TOKEN_TTL", s.token_ttl))
+        s.keystone_cache = float(env.get("IMSSO_KEYSTONE_CACHE", s.keystone_cache))
+        s.os_region = env.get("IMSSO_OS_REGION", "")
+        s.os_cloud = env.get("IMSSO_OS_CLOUD", "")
+        s.heat_environment = env.get("IMSSO_HEAT_ENVIRONMENT", "")
+        s.heat_environment_dir = env.get("IMSSO_HEAT_ENVIRONMENT_DIR", "")
+        s.os_defaults = {**OS_DEFAULTS, **{name: env[f"IMSSO_OS_{name.upper()}"] for name in OS_DEFAULTS
+                                          if env.get(f"IMSSO_OS_{name.upper()}")}}
         return s
 
     def resolved(self) -> "Settings":
         """Fill what depends on other settings and check what can be checked before starting."""
         self.data_dir = self.data_dir.expanduser().absolute()
+        if not self.heat_environment_dir:
+            self.heat_environment_dir = str(self.data_dir / "heat-environments")
+        if not self.os_defaults:
+            self.os_defaults = dict(OS_DEFAULTS)
         if not self.database_url:
             self.database_url = f"sqlite:///{self.data_dir / 'imsso.sqlite'}"
         host, _, port = self.listen.rpartition(":")

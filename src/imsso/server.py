@@ -15,6 +15,7 @@ from .auth import LocalTokens
 from .auth.keystone import KeystoneValidator
 from .config import Settings
 from .drivers.local import LocalDriver
+from .drivers.openstack import Credentials, OpenStackDriver
 from .engine import Engine
 from .engine.observer import Observer
 from .model import InvalidInput
@@ -31,20 +32,29 @@ class Orchestrator:
         self._lock = _lock_data_dir(settings.data_dir)
         self.store = Store(settings.database_url)
         self.store.migrate()
-        self.drivers = {"local": LocalDriver(settings.data_dir, settings.address_pool, settings.dns_port)}
+        self.local_tokens: LocalTokens | None = None
+        keystone: KeystoneValidator | None = None
+        if settings.keystone_url:
+            validator = keystone = KeystoneValidator(settings.keystone_url, settings.keystone_cache)
+        else:
+            self.local_tokens = validator = LocalTokens(self.store, settings.data_dir / "admin.token",
+                                                        settings.token_ttl)
+            self.local_tokens.admin_token()  # create it now, so `imsso token issue` finds it
+        # Every driver is there for every instance; the instance names its own.
+        self.credentials = Credentials(keystone.catalog if keystone else None, settings.os_region,
+                                       settings.os_cloud)
+        self.drivers = {
+            "local": LocalDriver(settings.data_dir, settings.address_pool, settings.dns_port),
+            "openstack": OpenStackDriver(self.credentials, settings.os_defaults, settings.heat_environment,
+                                         Path(settings.heat_environment_dir)),
+        }
         if settings.driver not in self.drivers:
             raise InvalidInput(f"IMSSO_DRIVER '{settings.driver}' is not available "
                                f"(available: {', '.join(self.drivers)})")
         self.engine = Engine(self.store, self.drivers, settings)
         self.observer = Observer(self.store, self.drivers)
-        self.local_tokens: LocalTokens | None = None
-        if settings.keystone_url:
-            validator = KeystoneValidator(settings.keystone_url)
-        else:
-            self.local_tokens = validator = LocalTokens(self.store, settings.data_dir / "admin.token",
-                                                        settings.token_ttl)
-            self.local_tokens.admin_token()  # create it now, so `imsso token issue` finds it
-        self.service = Service(self.store, self.engine, self.drivers, settings, validator)
+        self.service = Service(self.store, self.engine, self.drivers, settings, validator,
+                               on_token=self.credentials.remember if keystone else None)
 
     def start(self) -> None:
         self.engine.start()

@@ -3,13 +3,15 @@ operations for the engine. Authorisation is decided here: a tenant sees only its
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import secrets
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from . import lifecycle, profiles, spec
+from . import lifecycle, planning, profiles, spec
 from .auth import LocalTokens, Validator, check_headers
 from .config import Settings
 from .drivers import Driver
@@ -29,12 +31,13 @@ class Caller:
 
 class Service:
     def __init__(self, store: Store, engine: Engine, drivers: dict[str, Driver], settings: Settings,
-                 validator: Validator):
+                 validator: Validator, on_token: Callable[[str, str], None] | None = None):
         self.store = store
         self.engine = engine
         self.drivers = drivers
         self.settings = settings
         self.validator = validator
+        self.on_token = on_token  # drivers that act with the tenant's own token keep its latest
 
     # who
     def issue_token(self, admin_token: str | None, tenant: str, ttl: int | None) -> tuple[str, Any]:
@@ -44,7 +47,10 @@ class Service:
 
     def authenticate(self, token: str | None, tenant: str | None) -> Caller:
         token, tenant = check_headers(token, tenant)
-        return Caller(self.validator.validate(token, tenant))
+        caller = Caller(self.validator.validate(token, tenant))
+        if self.on_token is not None:
+            self.on_token(caller.tenant, token)
+        return caller
 
     # instances
     def create(self, caller: Caller, name: str, attributes: dict[str, Any] | None = None,
@@ -67,6 +73,7 @@ class Service:
             driver=driver_name, domain=domain, sizes=all_sizes, attributes=changes.attributes,
             test_subscribers=True if changes.test_subscribers is None else changes.test_subscribers,
             secret=secrets.token_hex(16))
+        self._check_driver_options(instance)
         if then:
             lifecycle.check_applicable(instance, then[0])  # refuse before anything is stored
         self.store.create_instance(instance)
@@ -114,10 +121,16 @@ class Service:
         if changes.create_only:
             raise InvalidInput(f"{', '.join(changes.create_only)} can only be set when the instance is "
                                "created: dispose it and create it again")
+        fixed = sorted(set(changes.attributes) & getattr(self.drivers[instance.driver], "create_only", set()))
+        if fixed and instance.state != InstanceState.INITIALISED:
+            raise InvalidInput(f"{', '.join(fixed)} cannot change once units have addresses in it: "
+                               "dispose of the instance and create it again")
         all_sizes = {**changes.sizes, **(sizes or {})}
         spec.check_sizes(profiles.load(instance.profile), all_sizes)
         if not all_sizes and not changes.attributes and changes.test_subscribers is None:
             raise InvalidInput("nothing to update: give attributes (X-OCCI-Attribute) or sizes")
+        self._check_driver_options(dataclasses.replace(
+            instance, attributes={**instance.attributes, **changes.attributes}))
         params: dict[str, Any] = {"attributes": changes.attributes, "sizes": all_sizes}
         if changes.test_subscribers is not None:
             params["test_subscribers"] = changes.test_subscribers
@@ -130,6 +143,44 @@ class Service:
             raise InvalidInput("give at least one size, e.g. {\"scscf\": 2}")
         spec.check_sizes(profiles.load(instance.profile), sizes)
         return self._submit(instance, OperationKind.SCALE, {"sizes": sizes})
+
+    def plan(self, caller: Caller, ref: str, attributes: dict[str, Any] | None = None,
+             sizes: dict[str, int] | None = None) -> dict[str, Any]:
+        """What a deploy or an update with these changes would send to Heat, and how it differs
+        from the live stack. Changes nothing."""
+        instance = self.get(caller, ref)
+        driver = self.drivers[instance.driver]
+        if getattr(driver, "realises", "units") != "stack":
+            raise InvalidInput(f"instance '{instance.name}' uses driver {instance.driver}: plans show Heat "
+                               "stacks (driver openstack)")
+        changes = spec.split(attributes or {})
+        prof = profiles.load(instance.profile)
+        proposed = dataclasses.replace(instance, attributes={**instance.attributes, **changes.attributes},
+                                       sizes={**instance.sizes, **changes.sizes, **(sizes or {})})
+        spec.check_sizes(prof, proposed.sizes)
+        self._check_driver_options(proposed)
+        keep, _extra, new = planning.desired_units(prof, proposed.sizes, self.store.units(instance.id))
+        taken = self.store.addresses_in_use()
+        for role, index in new:  # addresses as a deploy would choose them, reserved nowhere
+            address = driver.allocate_address(proposed, taken)
+            taken.add(address)
+            keep.append(Unit(id="", instance_id=instance.id, name=planning.unit_name(role, index),
+                             role=role, index=index, address=address))
+        plan = planning.build(proposed, prof, keep, driver.layout)
+        request = driver.request(proposed, prof, plan, self.store.subscribers(instance.id))
+        return {"instance": instance.name, "stack_name": request.name, "template": request.template,
+                "environment": request.environment, "files": sorted(request.files),
+                **driver.preview(proposed, request)}
+
+    def _check_driver_options(self, instance: Instance) -> None:
+        """Options of the instance's driver, refused with what is accepted before anything runs."""
+        names = [k for k in instance.attributes if k.startswith(spec.DRIVER_PREFIX)]
+        driver = self.drivers[instance.driver]
+        if hasattr(driver, "options"):
+            driver.options(instance)
+        elif names:
+            raise InvalidInput(f"{names[0]} is an option of driver openstack; instance "
+                               f"'{instance.name}' uses driver {instance.driver}")
 
     def dispose(self, caller: Caller, ref: str) -> Operation:
         return self._submit(self.get(caller, ref), OperationKind.DISPOSE, {})

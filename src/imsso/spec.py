@@ -21,11 +21,13 @@ OUTPUT_PREFIXES = ("imsso.unit.", "imsso.event")
 CREATE_ONLY = {"imsso.profile", "imsso.driver", "imsso.domain"}
 SETTINGS = {"imsso.test_subscribers"}
 FREE_PREFIXES = ("mcn.", "occi.core.title", "occi.core.summary")
+DRIVER_PREFIX = "imsso.os."  # options of the openstack driver, checked by it
 DOMAIN_RE = re.compile(r"^(?=.{1,200}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
 ENDPOINT_RE = re.compile(r"^mcn\.endpoint\.[a-z0-9-]+\.[a-z0-9-]+\.(public|private)$")
 
 ACCEPTED = ("inputs under mcn. (e.g. mcn.endpoint.maas), imsso.size.<role>, imsso.test_subscribers, "
-            "and at creation imsso.profile, imsso.driver, imsso.domain")
+            "imsso.os.<option> (driver openstack), and at creation imsso.profile, imsso.driver, "
+            "imsso.domain")
 
 
 @dataclass
@@ -54,7 +56,7 @@ def split(attributes: dict[str, Any]) -> Changes:
             changes.create_only[name] = _as_str(name, value)
         elif name == "imsso.test_subscribers":
             changes.test_subscribers = _as_bool(name, value)
-        elif name.startswith(FREE_PREFIXES):
+        elif name.startswith(FREE_PREFIXES) or name.startswith(DRIVER_PREFIX):
             changes.attributes[name] = value
         else:
             raise InvalidInput(f"unknown attribute {name}: accepted are {ACCEPTED}", {"attribute": name})

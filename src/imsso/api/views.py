@@ -11,9 +11,11 @@ LOCAL_NET = "local"
 
 
 def endpoints(instance: Instance, units: list[Unit]) -> dict[str, str]:
-    """`mcn.endpoint.<unit>.<net>.<public|private>` as the original named its Heat outputs."""
-    net = LOCAL_NET if instance.driver == "local" else instance.driver
-    return {f"mcn.endpoint.{u.name}.{net}.private": u.address for u in units}
+    """`mcn.endpoint.<unit>.<net>.<public|private>` as the original named its Heat outputs: the
+    stack's outputs where a driver made one, else the local units' addresses."""
+    if instance.driver != "local":
+        return dict(sorted(instance.outputs.items()))
+    return {f"mcn.endpoint.{u.name}.{LOCAL_NET}.private": u.address for u in units}
 
 
 def attributes(instance: Instance, units: list[Unit], failed: Operation | None) -> dict[str, Any]:
@@ -23,8 +25,10 @@ def attributes(instance: Instance, units: list[Unit], failed: Operation | None) 
         "occi.mcn.stack.state": instance.stack_state,
         "mcn.service.state": instance.state.value,
     }
-    if instance.stack_state != "INIT_COMPLETE":
-        attrs["occi.mcn.stack.id"] = instance.id
+    if instance.stack_id:
+        attrs["occi.mcn.stack.id"] = instance.stack_id
+    elif instance.stack_state != "INIT_COMPLETE" and instance.driver == "local":
+        attrs["occi.mcn.stack.id"] = instance.id  # the local driver's "stack" is the instance
     attrs.update(endpoints(instance, units))
     attrs.update(instance.attributes)
     attrs.update({"imsso.name": instance.name, "imsso.profile": instance.profile,
@@ -45,6 +49,7 @@ def instance_json(instance: Instance, units: list[Unit], failed: Operation | Non
         "id": instance.id, "name": instance.name, "tenant": instance.tenant,
         "profile": instance.profile, "driver": instance.driver, "domain": instance.domain,
         "state": instance.state.value, "stack_state": instance.stack_state,
+        "stack_id": instance.stack_id or None,
         "provisioned": instance.provisioned, "sizes": instance.sizes,
         "attributes": instance.attributes, "test_subscribers": instance.test_subscribers,
         "endpoints": endpoints(instance, units),

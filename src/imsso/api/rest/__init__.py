@@ -118,6 +118,15 @@ def patch_instance(ref: str, body: InstancePatch, response: Response, svc: Svc, 
     return accepted(response, svc.update(who, ref, body.attributes, body.sizes))
 
 
+@router.post("/instances/{ref}/plan", tags=["instances"])
+def plan_instance(ref: str, svc: Svc, who: Who, body: InstancePatch | None = None) -> dict[str, Any]:
+    """The template and environment a deploy or an update with these changes would send, Heat's
+    preview of what it would add, replace, update and delete, and the diff from the live stack.
+    Nothing is changed."""
+    body = body or InstancePatch()
+    return svc.plan(who, ref, body.attributes, body.sizes)
+
+
 @router.delete("/instances/{ref}", status_code=202, tags=["instances"])
 def delete_instance(ref: str, response: Response, svc: Svc, who: Who) -> dict[str, Any]:
     return accepted(response, svc.dispose(who, ref))

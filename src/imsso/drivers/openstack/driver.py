@@ -30,6 +30,7 @@ DELETE_TIMEOUT = 600.0
 class OpenStackDriver:
     name = "openstack"
     realises = "stack"
+    create_only = template.CREATE_ONLY  # attributes that cannot change once units have addresses
 
     def __init__(self, credentials: Credentials, defaults: dict[str, str], environment_file: str = "",
                  environment_dir: Path | None = None):
