@@ -55,17 +55,22 @@ ensure_secrets() {
 
 remaining() { echo $((DEADLINE > SECONDS ? DEADLINE - SECONDS : 0)); }
 
-# wait_until SERVICE DESCRIPTION CMD...: poll CMD until it succeeds; fail at the deadline, or as
-# soon as SERVICE is no longer running (showing the end of its log).
+# wait_until SERVICE DESCRIPTION SECONDS CMD...: poll CMD until it succeeds; fail after SECONDS
+# (or at the overall deadline), or as soon as SERVICE is no longer running (showing its log).
+# uWSGI respawns a worker that failed to load its app: only the time limit catches that.
 wait_until() {
-  local service=$1 what=$2
-  shift 2
+  local service=$1 what=$2 limit=$3 until
+  shift 3
+  until=$((SECONDS + limit < DEADLINE ? SECONDS + limit : DEADLINE))
   until "$@" >/dev/null 2>&1; do
     if ! running "$service"; then
       tail -n 30 "$STATE/log/$service.log" >&2 || true
       die "$service exited while waiting for $what (log: $STATE/log/$service.log)"
     fi
-    ((SECONDS < DEADLINE)) || die "$what: not ready after ${TIMEOUT}s (log: $STATE/log/$service.log)"
+    if ((SECONDS >= until)); then
+      tail -n 30 "$STATE/log/$service.log" >&2 || true
+      die "$what: not ready in time (log: $STATE/log/$service.log)"
+    fi
     sleep 0.2
   done
 }
@@ -164,7 +169,6 @@ EOF
 [uwsgi]
 http-socket = $HOST:$KEYSTONE_PORT
 module = keystone.wsgi.api:application
-env = OS_KEYSTONE_CONFIG_DIR=$STATE/keystone
 $(uwsgi_common)
 EOF
 
@@ -340,7 +344,7 @@ write_configs
 
 start_mariadb
 start_rabbitmq # boots while the databases are prepared
-wait_until mariadb "MariaDB" sql -e 'SELECT 1'
+wait_until mariadb "MariaDB" 60 sql -e 'SELECT 1'
 databases
 
 # Heat's schema in the background, while Keystone is set up and started.
@@ -355,9 +359,12 @@ once keystone-setup "$(venv_version keystone) $(sha256sum <<<"$ADMIN_PASSWORD" |
   keystone_setup
 running keystone || {
   log "starting Keystone"
-  launch keystone "$VENV/bin/uwsgi" --ini "$STATE/keystone/uwsgi.ini"
+  # In the environment of the process: pyuwsgi's Python starts before uWSGI reads its options,
+  # so an "env =" there would not reach os.environ.
+  launch keystone env OS_KEYSTONE_CONFIG_DIR="$STATE/keystone" \
+    "$VENV/bin/uwsgi" --ini "$STATE/keystone/uwsgi.ini"
 }
-wait_until keystone "Keystone" http_ok "$KEYSTONE_URL"
+wait_until keystone "Keystone" 60 http_ok "$KEYSTONE_URL"
 
 # Provision again whenever provision.py or a password changed, or env.json went missing.
 [[ -f $STATE/env.json ]] || rm -f "$STATE/run/once-provision"
@@ -369,7 +376,7 @@ if [[ -n $heat_sync_pid ]]; then
   venv_version openstack-heat >"$STATE/run/once-heat-db"
 fi
 
-wait_until rabbitmq "RabbitMQ" tcp_open "$HOST" "$AMQP_PORT"
+wait_until rabbitmq "RabbitMQ" 60 tcp_open "$HOST" "$AMQP_PORT"
 running heat-api || {
   log "starting heat-api"
   launch heat-api "$VENV/bin/uwsgi" --ini "$STATE/heat/uwsgi.ini"

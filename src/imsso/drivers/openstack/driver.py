@@ -7,7 +7,6 @@ the engine asks it for the stack request, applies it, and reads the outputs back
 from __future__ import annotations
 
 import ipaddress
-import re
 import time
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,6 @@ from . import heat, template
 from .heat import Credentials, StackRequest, StackStatus
 
 DNS_SERVER_SOURCE = Path(__file__).resolve().parents[2] / "dns" / "server.py"
-ENVIRONMENT_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 FIRST_HOST = 10  # .1-.9 are the subnet's router, DHCP and whatever the operator keeps
 DELETE_TIMEOUT = 600.0
 
@@ -66,9 +64,9 @@ class OpenStackDriver:
         """The named environment (instance attribute), else the configured one, with the files its
         resource_registry names (provider templates), read next to it."""
         if opts.environment:
-            if not ENVIRONMENT_NAME_RE.match(opts.environment) or self.environment_dir is None:
-                raise InvalidInput(f"imsso.os.environment '{opts.environment}' must name a file of the "
-                                   "environments folder (IMSSO_HEAT_ENVIRONMENT_DIR), without .yaml")
+            if self.environment_dir is None:
+                raise InvalidInput("imsso.os.environment names an environment, but this orchestrator "
+                                   "has no environments folder (IMSSO_HEAT_ENVIRONMENT_DIR)")
             path = self.environment_dir / f"{opts.environment}.yaml"
         elif self.environment_file:
             path = Path(self.environment_file)

@@ -34,6 +34,7 @@ PACKAGES = {
     "dns": ["python3", "python3-dnslib"],
 }
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@-]{0,254}$")
+ENVIRONMENT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
 
 @dataclass(frozen=True)
@@ -70,10 +71,13 @@ def options(attributes: dict[str, Any], defaults: dict[str, str]) -> Options:
         if not values[name]:
             raise InvalidInput(f"{ATTRIBUTE_PREFIX}{name} is not set and has no configured default "
                                f"(IMSSO_OS_{name.upper()})")
-    for name in ("image", "flavor", "network", "key_name", "floating_network", "environment"):
+    for name in ("image", "flavor", "network", "key_name", "floating_network"):
         if values[name] and not NAME_RE.match(values[name]):
             raise InvalidInput(f"{ATTRIBUTE_PREFIX}{name} '{values[name]}' is not a name or id "
                                "(letters, digits and . _ : / @ -)")
+    if values["environment"] and not ENVIRONMENT_RE.match(values["environment"]):
+        raise InvalidInput(f"{ATTRIBUTE_PREFIX}environment '{values['environment']}' must name a file of "
+                           "the environments folder (IMSSO_HEAT_ENVIRONMENT_DIR), without .yaml")
     try:
         net = ipaddress.IPv4Network(values["cidr"])
     except ValueError:
@@ -81,18 +85,22 @@ def options(attributes: dict[str, Any], defaults: dict[str, str]) -> Options:
                            "such as 10.0.0.0/24") from None
     if net.num_addresses < 16:
         raise InvalidInput(f"{ATTRIBUTE_PREFIX}cidr {net} is too small: give a /28 or larger")
+    manager = values["manager_address"] or "127.0.0.1"
     try:
-        ipaddress.IPv4Address(values["manager_address"])
+        ipaddress.IPv4Address(manager)
+    except ValueError:
+        raise InvalidInput(f"{ATTRIBUTE_PREFIX}manager_address '{manager}' is not an IPv4 address") from None
+    try:
         boot_timeout = int(values["boot_timeout"] or 900)
     except ValueError:
-        raise InvalidInput(f"{ATTRIBUTE_PREFIX}manager_address must be an IPv4 address and "
-                           f"{ATTRIBUTE_PREFIX}boot_timeout a number of seconds") from None
+        raise InvalidInput(f"{ATTRIBUTE_PREFIX}boot_timeout must be a number of seconds, "
+                           f"not '{values['boot_timeout']}'") from None
     if not 1 <= boot_timeout <= 7200:
         raise InvalidInput(f"{ATTRIBUTE_PREFIX}boot_timeout must be 1 to 7200 seconds, not {boot_timeout}")
     return Options(image=values["image"], flavor=values["flavor"], network=values["network"],
                    cidr=str(net), key_name=values["key_name"],
                    floating_network=values["floating_network"], boot_timeout=boot_timeout,
-                   environment=values["environment"], manager_address=values["manager_address"])
+                   environment=values["environment"], manager_address=manager)
 
 
 def stack_name(instance: Instance) -> str:
