@@ -39,6 +39,7 @@ install_packages() {
   if [[ ! -e $policy ]]; then
     printf '#!/bin/sh\n# temporary, from scripts/openstack/install.sh\nexit 101\n' >"$policy"
     chmod 755 "$policy"
+    # shellcheck disable=SC2064 # expand now: $policy is local
     trap "rm -f '$policy'" EXIT
   fi
   log "apt-get install ${missing[*]}"

@@ -1,6 +1,6 @@
 # Shared by install.sh, start.sh and stop.sh (sourced, not run): paths, ports and the helpers that
 # start and stop one background service by its pid file.
-# shellcheck shell=bash
+# shellcheck shell=bash disable=SC2034 # the settings are for the scripts that source this
 
 OS_HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 OS_ROOT="$(cd "$OS_HERE/../.." && pwd)"

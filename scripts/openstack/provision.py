@@ -194,7 +194,7 @@ def wait(state: Path, seconds: float) -> None:
             project_id = sess.get_project_id()
             url = HEAT_URL.replace("%(tenant_id)s", project_id) + "/stacks"
             resp = sess.get(url, headers={"X-Auth-Token": token}, authenticated=False,
-                            raise_exc=False, timeout=10)
+                            raise_exc=False, timeout=5)
             if resp.status_code == 200:
                 return
             last = f"GET {url}: {resp.status_code} {resp.text[:200]}"

@@ -86,15 +86,18 @@ once() {
 
 tcp_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
 http_ok() { curl -fsS -o /dev/null --max-time 5 "$1"; }
+# shellcheck disable=SC2120 # called with arguments through wait_until
 sql() { mariadb --defaults-file="$MY_CNF" -u root "$@"; }
+engine_registered() { # since (UTC)
+  (($(sql -N -B heat -e "SELECT COUNT(*) FROM service WHERE created_at >= '$1'") > 0))
+}
+db_url() { echo "mysql+pymysql://$1:$2@$HOST:$DB_PORT/$1?charset=utf8mb4"; } # user = database
 venv_version() { "$VENV/bin/python" -c "import importlib.metadata as m; print(m.version('$1'))"; }
 
 # ---------------------------------------------------------------------------------------------
 # Configuration (rewritten each time: cheap, and follows changes to this script)
 
 write_configs() {
-  local db="mysql+pymysql://%s:%s@$HOST:$DB_PORT/%s?charset=utf8mb4"
-
   cat >"$MY_CNF" <<EOF
 [client]
 socket = $DB_SOCKET
@@ -139,7 +142,7 @@ EOF
 debug = false
 
 [database]
-connection = $(printf "$db" keystone "$DB_KEYSTONE_PASSWORD" keystone)
+connection = $(db_url keystone "$DB_KEYSTONE_PASSWORD")
 
 [token]
 provider = fernet
@@ -192,7 +195,7 @@ deferred_auth_method = trusts
 trusts_delegated_roles =
 
 [database]
-connection = $(printf "$db" heat "$DB_HEAT_PASSWORD" heat)
+connection = $(db_url heat "$DB_HEAT_PASSWORD")
 
 [keystone_authtoken]
 www_authenticate_uri = $KEYSTONE_URL
@@ -316,11 +319,21 @@ keystone_manage() {
 
 keystone_setup() {
   log "Keystone: db_sync, keys, bootstrap"
+  local jobs=() job
+  # The key repositories are plain files: made alongside db_sync (each command takes seconds to
+  # start). A repository that exists is kept: its keys sign the tokens already issued.
+  if [[ ! -f $STATE/keystone/fernet-keys/0 ]]; then
+    keystone_manage fernet_setup --keystone-user "$ME" --keystone-group "$MY_GROUP" &
+    jobs+=($!)
+  fi
+  if [[ ! -f $STATE/keystone/credential-keys/0 ]]; then
+    keystone_manage credential_setup --keystone-user "$ME" --keystone-group "$MY_GROUP" &
+    jobs+=($!)
+  fi
   keystone_manage db_sync
-  [[ -f $STATE/keystone/fernet-keys/0 ]] ||
-    keystone_manage fernet_setup --keystone-user "$ME" --keystone-group "$MY_GROUP"
-  [[ -f $STATE/keystone/credential-keys/0 ]] ||
-    keystone_manage credential_setup --keystone-user "$ME" --keystone-group "$MY_GROUP"
+  for job in "${jobs[@]}"; do
+    wait "$job" || die "keystone-manage failed (log: $STATE/log/keystone-manage.log)"
+  done
   keystone_manage bootstrap --bootstrap-password "$ADMIN_PASSWORD" \
     --bootstrap-admin-url "$KEYSTONE_URL" --bootstrap-public-url "$KEYSTONE_URL" \
     --bootstrap-internal-url "$KEYSTONE_URL" --bootstrap-region-id "$REGION"
@@ -364,27 +377,34 @@ running keystone || {
   launch keystone env OS_KEYSTONE_CONFIG_DIR="$STATE/keystone" \
     "$VENV/bin/uwsgi" --ini "$STATE/keystone/uwsgi.ini"
 }
-wait_until keystone "Keystone" 60 http_ok "$KEYSTONE_URL"
-
-# Provision again whenever provision.py or a password changed, or env.json went missing.
-[[ -f $STATE/env.json ]] || rm -f "$STATE/run/once-provision"
-once provision "$(cat "$OS_HERE/provision.py" "$STATE/secrets.env" | sha256sum | cut -d' ' -f1)" \
-  provision
 
 if [[ -n $heat_sync_pid ]]; then
   wait "$heat_sync_pid" || die "heat-manage db_sync failed (log: $STATE/log/heat-manage.log)"
   venv_version openstack-heat >"$STATE/run/once-heat-db"
 fi
-
 wait_until rabbitmq "RabbitMQ" 60 tcp_open "$HOST" "$AMQP_PORT"
+engine_since=
+running heat-engine || {
+  log "starting heat-engine"
+  engine_since="$(date -u '+%F %T')"
+  launch heat-engine "$VENV/bin/heat-engine" --config-file "$STATE/heat/heat.conf"
+}
+
+wait_until keystone "Keystone" 60 http_ok "$KEYSTONE_URL"
+# Provision again whenever provision.py or a password changed, or env.json went missing.
+[[ -f $STATE/env.json ]] || rm -f "$STATE/run/once-provision"
+once provision "$(cat "$OS_HERE/provision.py" "$STATE/secrets.env" | sha256sum | cut -d' ' -f1)" \
+  provision
+
 running heat-api || {
   log "starting heat-api"
   launch heat-api "$VENV/bin/uwsgi" --ini "$STATE/heat/uwsgi.ini"
 }
-running heat-engine || {
-  log "starting heat-engine"
-  launch heat-engine "$VENV/bin/heat-engine" --config-file "$STATE/heat/heat.conf"
-}
+
+# A request that reaches RabbitMQ before the engine has declared its queue is dropped, and the
+# API thread that sent it hangs for the RPC timeout (60 s): ask Heat only once an engine worker
+# has registered itself, which it does right after it started listening.
+[[ -z $engine_since ]] || wait_until heat-engine "heat-engine" 90 engine_registered "$engine_since"
 
 log "waiting for Keystone and Heat to answer alice"
 KEYSTONE_URL="$KEYSTONE_URL" HEAT_URL="$HEAT_URL" REGION="$REGION" \

@@ -42,7 +42,7 @@ class Orchestrator:
             self.local_tokens.admin_token()  # create it now, so `imsso token issue` finds it
         # Every driver is there for every instance; the instance names its own.
         self.credentials = Credentials(keystone.catalog if keystone else None, settings.os_region,
-                                       settings.os_cloud)
+                                       settings.os_cloud, keystone.url if keystone else "")
         self.drivers = {
             "local": LocalDriver(settings.data_dir, settings.address_pool, settings.dns_port),
             "openstack": OpenStackDriver(self.credentials, settings.os_defaults, settings.heat_environment,

@@ -19,12 +19,14 @@ from typing import Any
 import openstack
 import openstack.connection
 import yaml
+from keystoneauth1 import exceptions as ks_exc
 from keystoneauth1 import session as ks_session
-from keystoneauth1 import token_endpoint
+from keystoneauth1.identity import v3
 from openstack import exceptions as os_exc
 
 from .. import DriverError
 
+CLOUD_ERRORS = (os_exc.SDKException, ks_exc.ClientException)  # the SDK's, and the transport's
 POLL = 0.5  # seconds between stack status reads: a Heat action takes seconds
 
 
@@ -52,8 +54,10 @@ class Credentials:
     """How to reach a tenant's Heat. Tokens are kept in memory only: after a restart, the tenant's
     next request brings a fresh one (cloud mode needs none)."""
 
-    def __init__(self, catalog: Callable[[str], list[dict]] | None, region: str, cloud: str):
+    def __init__(self, catalog: Callable[[str], list[dict]] | None, region: str, cloud: str,
+                 auth_url: str = ""):
         self.catalog = catalog
+        self.auth_url = auth_url  # Keystone v3, for the tenant's token
         self.region = region
         self.cloud = cloud
         self._tokens: dict[str, str] = {}
@@ -77,10 +81,12 @@ class Credentials:
         if token is None:
             raise DriverError(f"no Keystone token of project {tenant} since the orchestrator started: "
                               "send the request again (it brings a fresh token)")
-        endpoint = self.orchestration_endpoint(token, tenant)
-        session = ks_session.Session(auth=token_endpoint.Token(endpoint, token), timeout=60)
-        return openstack.connection.Connection(session=session, orchestration_endpoint_override=endpoint,
-                                               region_name=self.region or None)
+        self.orchestration_endpoint(token, tenant)  # a clear error when the catalog has none
+        # Token auth scoped to the tenant's project: the SDK reads the same catalog and does Heat's
+        # version discovery itself.
+        auth = v3.Token(auth_url=self.auth_url, token=token, project_id=tenant)
+        session = ks_session.Session(auth=auth, timeout=60)
+        return openstack.connection.Connection(session=session, region_name=self.region or None)
 
     def orchestration_endpoint(self, token: str, tenant: str) -> str:
         """The public orchestration endpoint of the token's catalog, in the configured region."""
@@ -103,7 +109,7 @@ def find(conn, stack_id: str, name: str):
             stack = conn.orchestration.find_stack(ref, ignore_missing=True, resolve_outputs=False)
             if stack is not None and stack.status != "DELETE_COMPLETE":
                 return stack
-    except os_exc.SDKException as exc:
+    except CLOUD_ERRORS as exc:
         raise _error(f"cannot read stack {name}", exc) from exc
     return None
 
@@ -121,7 +127,7 @@ def create_or_update(conn, stack_id: str, request: StackRequest, record_id: Call
             stack = conn.orchestration.create_stack(name=request.name, disable_rollback=True, **body)
         else:
             conn.orchestration.update_stack(stack, **body)
-    except os_exc.SDKException as exc:
+    except CLOUD_ERRORS as exc:
         raise _error(f"Heat refused the {'update' if stack else 'creation'} of stack {request.name}",
                      exc) from exc
     record_id(stack.id)
@@ -139,7 +145,7 @@ def delete(conn, stack_id: str, name: str, deadline: float) -> str:
         return f"no stack {name} left"
     try:
         conn.orchestration.delete_stack(stack)
-    except os_exc.SDKException as exc:
+    except CLOUD_ERRORS as exc:
         raise _error(f"Heat refused to delete stack {name}", exc) from exc
     while time.monotonic() < deadline:
         current = find(conn, stack.id, "")
@@ -164,7 +170,7 @@ def preview(conn, stack_id: str, request: StackRequest) -> dict[str, Any]:
         changes = conn.orchestration.update_stack(
             stack, preview=True, template=request.template, environment=request.environment,
             files=request.files)
-    except os_exc.SDKException as exc:
+    except CLOUD_ERRORS as exc:
         raise _error(f"Heat refused to preview the update of stack {request.name}", exc) from exc
     summary = {key: sorted(r.get("resource_name", "?") for r in (getattr(changes, key, None) or []))
                for key in ("added", "deleted", "replaced", "updated")}
@@ -190,7 +196,7 @@ def _wait(conn, stack_id: str, deadline: float):
     while True:
         try:
             stack = conn.orchestration.get_stack(stack_id, resolve_outputs=False)
-        except os_exc.SDKException as exc:
+        except CLOUD_ERRORS as exc:
             raise _error(f"cannot read stack {stack_id}", exc) from exc
         if not stack.status.endswith("IN_PROGRESS"):
             return stack
@@ -202,7 +208,7 @@ def _wait(conn, stack_id: str, deadline: float):
 def _status(conn, stack) -> StackStatus:
     try:
         full = conn.orchestration.get_stack(stack.id)
-    except os_exc.SDKException as exc:
+    except CLOUD_ERRORS as exc:
         raise _error(f"cannot read the outputs of stack {stack.name}", exc) from exc
     outputs = {o["output_key"]: str(o["output_value"]) for o in (full.outputs or [])
                if o.get("output_value") not in (None, "")}
@@ -214,7 +220,7 @@ def _failed_resources(conn, stack) -> str:
     """Which resources failed and why: Heat's stack reason names only the first."""
     try:
         failed = [r for r in conn.orchestration.resources(stack) if r.status.endswith("FAILED")]
-    except os_exc.SDKException:
+    except CLOUD_ERRORS:
         return ""
     return "; ".join(f"{r.name} {r.status}: {r.status_reason}" for r in failed)
 
