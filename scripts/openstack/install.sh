@@ -6,7 +6,7 @@
 # Sourced, it only defines OPENSTACK_DEBIAN_PACKAGES.
 set -euo pipefail
 
-OPENSTACK_DEBIAN_PACKAGES=(mariadb-server rabbitmq-server python3 python3-venv procps iproute2)
+OPENSTACK_DEBIAN_PACKAGES=(mariadb-server rabbitmq-server python3 python3-venv procps iproute2 curl)
 
 # The PyPI half. pyuwsgi is uWSGI as a binary wheel (its `uwsgi` command runs the venv's Python):
 # nothing to compile. PyMySQL is the pure-Python MySQL driver, for the same reason.

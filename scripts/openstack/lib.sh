@@ -38,6 +38,13 @@ proc_start_time() {
   echo "${fields[19]}"
 }
 
+# One start.sh or stop.sh at a time on a state folder (held until the script exits).
+lock_state() {
+  mkdir -p "$STATE/run"
+  exec 9>"$STATE/run/lock"
+  flock -w 300 9 || die "$STATE is locked by another start.sh or stop.sh"
+}
+
 pid_file() { echo "$STATE/run/$1.pid"; }
 
 # Prints the pid of service NAME and succeeds when it is running.
@@ -58,7 +65,7 @@ launch() {
   local name=$1 pid
   shift
   mkdir -p "$STATE/run" "$STATE/log"
-  setsid "$@" >>"$STATE/log/$name.log" 2>&1 </dev/null &
+  setsid "$@" >>"$STATE/log/$name.log" 2>&1 </dev/null 9>&- & # 9: lock_state's, not theirs
   pid=$!
   echo "$pid $(proc_start_time "$pid")" >"$(pid_file "$name")"
 }
@@ -85,7 +92,8 @@ stop_service() {
   if group_alive "$pid"; then
     log "$name did not stop within ${timeout}s: SIGKILL"
     kill -KILL -- "-$pid" 2>/dev/null || true
-    while group_alive "$pid"; do sleep 0.1; done
+    deadline=$((SECONDS + 10))
+    while group_alive "$pid" && ((SECONDS < deadline)); do sleep 0.1; done
   fi
   rm -f "$(pid_file "$name")"
 }

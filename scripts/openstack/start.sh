@@ -24,16 +24,16 @@ MY_GROUP="$(id -gn)"
 STARTED=$SECONDS
 DEADLINE=$((SECONDS + TIMEOUT))
 
+PATH="$PATH:/usr/sbin" # mariadbd
 [[ -x $VENV/bin/keystone-manage && -x $VENV/bin/uwsgi ]] ||
   die "$VENV is not complete: run scripts/openstack/install.sh first"
 for tool in mariadbd mariadb-install-db mariadb epmd curl; do
-  command -v "$tool" >/dev/null || PATH="$PATH:/usr/sbin" command -v "$tool" >/dev/null ||
-    die "$tool not found: run scripts/openstack/install.sh first"
+  command -v "$tool" >/dev/null || die "$tool not found: run scripts/openstack/install.sh first"
 done
-PATH="$PATH:/usr/sbin"
 
 umask 077 # passwords and keys live here
 mkdir -p "$STATE"/{run,log,keystone,heat,mysql,rabbitmq}
+lock_state
 
 # ---------------------------------------------------------------------------------------------
 # Helpers
@@ -164,6 +164,8 @@ backend = oslo_cache.dict
 [identity]
 # bcrypt's minimum: the default (12) makes every password check take about half a second.
 password_hash_rounds = 4
+# bcrypt's own limit: above it Keystone logs a warning at every password check.
+max_password_length = 72
 EOF
 
   # One process with threads: with two, one of them served a stale catalog (the cache above is

@@ -14,6 +14,7 @@ case "${1:-}" in
 esac
 
 if [[ -d $STATE/run ]]; then
+  lock_state
   for service in "${SERVICES[@]}"; do
     # MariaDB flushes InnoDB on its way down: give it longer.
     if [[ $service == mariadb ]]; then stop_service "$service" 60; else stop_service "$service" 20; fi

@@ -83,6 +83,19 @@ def session(user: str):
     return ks_session.Session(auth=auth)
 
 
+def connection(user: str):
+    """An openstacksdk Connection as USER, in USER's project (e.g. ``.orchestration``).
+
+    Give it templates as strings, or quote heat_template_version: yaml.safe_load makes
+    ``2021-04-16`` a date, which openstacksdk fails to serialise."""
+    import openstack
+
+    e, u = env(), _user(user)
+    return openstack.connect(auth_url=e["keystone_url"], username=user, password=u["password"],
+                             project_name=u["project"], user_domain_name=e["user_domain"],
+                             project_domain_name=e["project_domain"], region_name=e["region"])
+
+
 def token(user: str) -> str:
     """A new project-scoped token for USER ("alice", "bob", "imsso" or "admin")."""
     return session(user).get_token()
@@ -101,10 +114,13 @@ def heat_url(user: str) -> str:
 
 
 def token_status(subject: str, user: str = "imsso") -> int:
-    """What Keystone answers to GET /v3/auth/tokens for token SUBJECT, asked by USER's token
+    """What Keystone answers to GET /v3/auth/tokens for token SUBJECT, asked with USER's token
     (the service user may check any token; a user may check their own): 200 when valid, 404
     when not (expired, revoked, unknown), 401 when Keystone can't even read it."""
-    sess = session(user)
+    return _token_status(session(user), subject)
+
+
+def _token_status(sess, subject: str) -> int:
     resp = sess.get(env()["keystone_url"] + "/auth/tokens",
                     headers={"X-Subject-Token": subject}, raise_exc=False)
     return resp.status_code
@@ -117,8 +133,9 @@ def expired_token(user: str, lifetime: float = 2.0, timeout: float = 30.0) -> st
     Keystone caps the expiry of a token obtained with an application credential at the
     credential's own ``expires_at`` (the fix for CVE-2022-2447). So: with a password token,
     USER creates an application credential (all their roles in the project) that expires in
-    LIFETIME seconds, gets a token with it, and then this waits, polling GET /v3/auth/tokens,
-    until Keystone answers 404 for it. Checked on the way, so the token is known to be invalid
+    LIFETIME seconds, gets a token with it (Fernet keeps whole seconds: it may expire up to a
+    second sooner), and then this waits, polling GET /v3/auth/tokens, until Keystone answers
+    404 for it. Checked on the way, so the token is known to be invalid
     because it expired and for no other reason: its expires_at is the credential's (not
     Keystone's default hour), and Keystone validates it until then. Only after that is the
     application credential deleted (which revokes nothing: the token is dead already).
@@ -151,13 +168,13 @@ def expired_token(user: str, lifetime: float = 2.0, timeout: float = 30.0) -> st
                                f"credential's ({token_expires} > {expires})")
         # Valid until then (unless the clock already passed it: LIFETIME too short).
         if datetime.datetime.now(datetime.timezone.utc) < token_expires:
-            status = token_status(subject, user)
+            status = _token_status(sess, subject)
             if status != 200 and datetime.datetime.now(datetime.timezone.utc) < token_expires:
                 raise RuntimeError(f"Keystone rejected the token before it expired: {status}")
         deadline = time.monotonic() + timeout
         while True:
             if datetime.datetime.now(datetime.timezone.utc) >= token_expires:
-                status = token_status(subject, user)
+                status = _token_status(sess, subject)
                 if status in (401, 404):
                     return subject
             if time.monotonic() > deadline:

@@ -27,6 +27,7 @@ from openstack import exceptions as os_exc
 from .. import DriverError
 
 CLOUD_ERRORS = (os_exc.SDKException, ks_exc.ClientException)  # the SDK's, and the transport's
+TRANSIENT = (ks_exc.ConnectFailure, ks_exc.ConnectTimeout, ks_exc.ServiceUnavailable)
 POLL = 0.5  # seconds between stack status reads: a Heat action takes seconds
 
 
@@ -164,15 +165,17 @@ def preview(conn, stack_id: str, request: StackRequest) -> dict[str, Any]:
     if stack is None:
         return {"stack": None, "action": "create",
                 "resources": {"added": sorted(request.template.get("resources", {}))}}
+    body = {"template": request.template, "environment": request.environment, "files": request.files}
     try:
         live = conn.orchestration.get_stack_template(stack).to_dict()
         live_env = conn.orchestration.get_stack_environment(stack).to_dict()
-        changes = conn.orchestration.update_stack(
-            stack, preview=True, template=request.template, environment=request.environment,
-            files=request.files)
+        # Heat's update preview; the SDK drops its "resource_changes", so it is read as sent.
+        response = conn.orchestration.put(f"/stacks/{stack.name}/{stack.id}/preview", json=body)
+        os_exc.raise_from_response(response)
+        changes = response.json().get("resource_changes", {})
     except CLOUD_ERRORS as exc:
         raise _error(f"Heat refused to preview the update of stack {request.name}", exc) from exc
-    summary = {key: sorted(r.get("resource_name", "?") for r in (getattr(changes, key, None) or []))
+    summary = {key: sorted(r.get("resource_name", "?") for r in changes.get(key, []))
                for key in ("added", "deleted", "replaced", "updated")}
     return {"stack": {"id": stack.id, "status": stack.status}, "action": "update", "resources": summary,
             "diff": template_diff(_clean(live), request.template)
@@ -182,9 +185,21 @@ def preview(conn, stack_id: str, request: StackRequest) -> dict[str, Any]:
 def template_diff(live: dict[str, Any], new: dict[str, Any], label: str = "template") -> str:
     """A unified diff of two templates as YAML (keys sorted, so only real changes show)."""
     def lines(doc: dict[str, Any]) -> list[str]:
-        return yaml.safe_dump(doc, sort_keys=True, width=1000).splitlines(keepends=True)
+        return yaml.dump(doc, Dumper=_BlockDumper, sort_keys=True, width=1000).splitlines(keepends=True)
 
     return "".join(difflib.unified_diff(lines(live), lines(new), f"live {label}", f"new {label}"))
+
+
+class _BlockDumper(yaml.SafeDumper):
+    """Multi-line strings (user data, configs) as literal blocks, so a diff shows their lines."""
+
+
+def _block_strings(dumper: yaml.SafeDumper, text: str) -> yaml.Node:
+    style = "|" if "\n" in text and all(line == line.rstrip() for line in text.splitlines()) else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", text, style=style)
+
+
+_BlockDumper.add_representer(str, _block_strings)
 
 
 def _clean(doc: dict[str, Any]) -> dict[str, Any]:
@@ -196,6 +211,11 @@ def _wait(conn, stack_id: str, deadline: float):
     while True:
         try:
             stack = conn.orchestration.get_stack(stack_id, resolve_outputs=False)
+        except TRANSIENT as exc:  # Heat's API restarting or a dropped connection: ask again
+            if time.monotonic() > deadline:
+                raise _error(f"cannot read stack {stack_id}", exc) from exc
+            time.sleep(POLL)
+            continue
         except CLOUD_ERRORS as exc:
             raise _error(f"cannot read stack {stack_id}", exc) from exc
         if not stack.status.endswith("IN_PROGRESS"):
