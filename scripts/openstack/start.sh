@@ -15,6 +15,8 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 TIMEOUT="${IMSSO_OPENSTACK_TIMEOUT:-240}" # seconds for the whole bring-up
+# Each engine process takes about 140 MB; two use both cores of a small machine.
+ENGINE_WORKERS="${IMSSO_HEAT_ENGINE_WORKERS:-2}"
 HEAT_URL="http://$HOST:$HEAT_PORT/v1/%(tenant_id)s" # catalog form
 DB_SOCKET="$STATE/mysql/mysqld.sock"
 MY_CNF="$STATE/mysql/my.cnf"
@@ -182,7 +184,7 @@ EOF
 debug = false
 transport_url = rabbit://imsso:$RABBIT_PASSWORD@$HOST:$AMQP_PORT/
 region_name_for_services = $REGION
-num_engine_workers = 2
+num_engine_workers = $ENGINE_WORKERS
 auth_encryption_key = $HEAT_AUTH_ENCRYPTION_KEY
 environment_dir = $VENV/etc/heat/environment.d
 template_dir = $VENV/etc/heat/templates

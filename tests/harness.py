@@ -16,8 +16,8 @@ import psutil
 from imsso.drivers.local.kamrpc import KamailioRpc, RpcError
 from polling import wait_for
 
-ROOT = Path(__file__).resolve().parents[2]
-SCENARIOS = Path(__file__).parent / "scenarios"
+ROOT = Path(__file__).resolve().parents[1]
+SCENARIOS = Path(__file__).parent / "e2e" / "scenarios"
 DNS_PORT = 53 if os.geteuid() == 0 else 5353
 
 
