@@ -33,6 +33,7 @@ class Settings:
     dns_port: int = 53
     token_ttl: int = 12 * 3600
     workers: int = 4
+    runtime_interval: float = 1.0  # seconds between observations of the runtime loop; 0: off
     keystone_cache: float = 30.0  # seconds a Keystone token validation is trusted
     # openstack driver
     os_region: str = ""           # catalog region of the orchestration endpoint (any when empty)
@@ -56,6 +57,7 @@ class Settings:
         s.dns_port = int(env.get("IMSSO_DNS_PORT", s.dns_port))
         s.token_ttl = int(env.get("IMSSO_TOKEN_TTL", s.token_ttl))
         s.keystone_cache = float(env.get("IMSSO_KEYSTONE_CACHE", s.keystone_cache))
+        s.runtime_interval = float(env.get("IMSSO_RUNTIME_INTERVAL", s.runtime_interval))
         s.os_region = env.get("IMSSO_OS_REGION", "")
         s.os_cloud = env.get("IMSSO_OS_CLOUD", "")
         s.heat_environment = env.get("IMSSO_HEAT_ENVIRONMENT", "")

@@ -17,6 +17,7 @@ ALLOWED_FROM: dict[OperationKind, frozenset[InstanceState]] = {
     K.PROVISION: frozenset({S.DEPLOYED, S.ACTIVE, S.FAILED}),
     K.UPDATE: frozenset({S.INITIALISED, S.DEPLOYED, S.ACTIVE, S.FAILED}),
     K.SCALE: frozenset({S.INITIALISED, S.DEPLOYED, S.ACTIVE, S.FAILED}),
+    K.HEAL: frozenset({S.DEPLOYED, S.ACTIVE}),
     K.DISPOSE: frozenset({S.INITIALISED, S.DEPLOYING, S.DEPLOYED, S.PROVISIONING, S.ACTIVE,
                           S.UPDATING, S.SCALING, S.HEALING, S.FAILED}),
 }
@@ -26,6 +27,7 @@ RUNNING_STATE: dict[OperationKind, InstanceState] = {
     K.PROVISION: S.PROVISIONING,
     K.UPDATE: S.UPDATING,
     K.SCALE: S.SCALING,
+    K.HEAL: S.HEALING,
     K.DISPOSE: S.DISPOSING,
 }
 
@@ -35,6 +37,7 @@ STACK_ACTION: dict[OperationKind, str] = {
     K.PROVISION: "UPDATE",
     K.UPDATE: "UPDATE",
     K.SCALE: "UPDATE",
+    K.HEAL: "UPDATE",
     K.DISPOSE: "DELETE",
 }
 

@@ -34,6 +34,7 @@ class OperationKind(StrEnum):
     PROVISION = "provision"
     UPDATE = "update"
     SCALE = "scale"
+    HEAL = "heal"
     DISPOSE = "dispose"
 
 

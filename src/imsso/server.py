@@ -16,11 +16,16 @@ from .auth.keystone import KeystoneValidator
 from .config import Settings
 from .drivers.local import LocalDriver
 from .drivers.openstack import Credentials, OpenStackDriver
+from . import profiles
 from .engine import Engine
 from .engine.observer import Observer
+from .engine.runtime import Runtime
+from .monitoring.kamailio import KamailioStats
+from .monitoring.process import ProcessUsage
 from .model import InvalidInput
 from .service import Service
 from .store import Store
+from .telemetry import Telemetry
 
 log = logging.getLogger("imsso")
 
@@ -51,14 +56,36 @@ class Orchestrator:
         if settings.driver not in self.drivers:
             raise InvalidInput(f"IMSSO_DRIVER '{settings.driver}' is not available "
                                f"(available: {', '.join(self.drivers)})")
-        self.engine = Engine(self.store, self.drivers, settings)
+        self.telemetry = Telemetry(self.store)
+        self.engine = Engine(self.store, self.drivers, settings, self.telemetry)
         self.observer = Observer(self.store, self.drivers)
+        self.runtime = Runtime(self.store, self.engine.request, self._sources(), self._answers,
+                               settings.runtime_interval or 1.0, self.telemetry.decision)
         self.service = Service(self.store, self.engine, self.drivers, settings, validator,
-                               on_token=self.credentials.remember if keystone else None)
+                               on_token=self.credentials.remember if keystone else None,
+                               figures=self.runtime.latest)
+
+    def _sources(self) -> list:
+        def program(instance, unit) -> str:
+            return profiles.load(instance.profile).role(unit.role).program
+
+        def call(instance, unit, method, *params):
+            return self.drivers[instance.driver].call(instance, unit, method, *params)
+
+        def alive(instance, unit) -> bool:
+            return self.drivers[instance.driver].is_alive(instance, unit)
+
+        return [KamailioStats(call, program), ProcessUsage(alive)]
+
+    def _answers(self, instance, unit) -> bool:
+        probe = profiles.load(instance.profile).role(unit.role).probe
+        return self.drivers[instance.driver].answers(instance, unit, probe)
 
     def start(self) -> None:
         self.engine.start()
         self.observer.start()
+        if self.settings.runtime_interval > 0:
+            self.runtime.start()
         pid_file(self.settings).write_text(f"{os.getpid()}\n")
 
     def stop(self) -> None:
@@ -66,6 +93,7 @@ class Orchestrator:
         path = pid_file(self.settings)
         if path.exists() and path.read_text().strip() == str(os.getpid()):
             path.unlink()
+        self.runtime.stop()
         self.observer.stop()
         self.engine.stop()
         self.store.close()

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from . import lifecycle, planning, profiles, spec
+from . import lifecycle, planning, policy, profiles, spec
 from .auth import LocalTokens, Validator, check_headers
 from .config import Settings
 from .drivers import Driver
@@ -31,13 +31,15 @@ class Caller:
 
 class Service:
     def __init__(self, store: Store, engine: Engine, drivers: dict[str, Driver], settings: Settings,
-                 validator: Validator, on_token: Callable[[str, str], None] | None = None):
+                 validator: Validator, on_token: Callable[[str, str], None] | None = None,
+                 figures: Callable[[str], dict] | None = None):
         self.store = store
         self.engine = engine
         self.drivers = drivers
         self.settings = settings
         self.validator = validator
         self.on_token = on_token  # drivers that act with the tenant's own token keep its latest
+        self.figures = figures    # the runtime loop's latest figures of an instance
 
     # who
     def issue_token(self, admin_token: str | None, tenant: str, ttl: int | None) -> tuple[str, Any]:
@@ -74,6 +76,7 @@ class Service:
             test_subscribers=True if changes.test_subscribers is None else changes.test_subscribers,
             secret=secrets.token_hex(16))
         self._check_driver_options(instance)
+        self._check_runtime(instance)
         if then:
             lifecycle.check_applicable(instance, then[0])  # refuse before anything is stored
         self.store.create_instance(instance)
@@ -129,8 +132,9 @@ class Service:
         spec.check_sizes(profiles.load(instance.profile), all_sizes)
         if not all_sizes and not changes.attributes and changes.test_subscribers is None:
             raise InvalidInput("nothing to update: give attributes (X-OCCI-Attribute) or sizes")
-        self._check_driver_options(dataclasses.replace(
-            instance, attributes={**instance.attributes, **changes.attributes}))
+        proposed = dataclasses.replace(instance, attributes={**instance.attributes, **changes.attributes})
+        self._check_driver_options(proposed)
+        self._check_runtime(proposed)
         params: dict[str, Any] = {"attributes": changes.attributes, "sizes": all_sizes}
         if changes.test_subscribers is not None:
             params["test_subscribers"] = changes.test_subscribers
@@ -172,6 +176,19 @@ class Service:
                 "environment": request.environment, "files": sorted(request.files),
                 **driver.preview(proposed, request)}
 
+    def _check_runtime(self, instance: Instance) -> None:
+        """Policy overrides and scaling bounds, refused with what is accepted."""
+        prof = profiles.load(instance.profile)
+        policy.overridden(prof.policies, instance.attributes)
+        for key in instance.attributes:
+            if key.startswith(policy.BOUND_PREFIX):
+                role_name, _, end = key[len(policy.BOUND_PREFIX):].rpartition(".")
+                if end not in ("min", "max"):
+                    raise InvalidInput(f"unknown attribute {key}: accepted are "
+                                       f"{policy.BOUND_PREFIX}<role>.min and .max")
+                role = prof.role(role_name)
+                policy.bounds(role_name, role.min, role.max, instance.attributes)
+
     def _check_driver_options(self, instance: Instance) -> None:
         """Options of the instance's driver, refused with what is accepted before anything runs."""
         names = [k for k in instance.attributes if k.startswith(spec.DRIVER_PREFIX)]
@@ -195,21 +212,25 @@ class Service:
     def operations(self, instance: Instance) -> list[Operation]:
         return self.store.operations(instance_id=instance.id)
 
-    def events(self, caller: Caller, ref: str, since: int = 0) -> list[Event]:
-        return self.store.events(self.get(caller, ref).id, since)
+    def events(self, caller: Caller, ref: str, since: int = 0, kind: str | None = None) -> list[Event]:
+        events = self.store.events(self.get(caller, ref).id, since)
+        return [e for e in events if e.kind == kind] if kind else events
+
+    def metrics(self, caller: Caller, ref: str) -> dict[str, dict[str, float]]:
+        """The latest figures of the instance's units, as the runtime loop saw them."""
+        instance = self.get(caller, ref)
+        return self.figures(instance.id) if self.figures else {}
+
+    def decisions(self, instance: Instance) -> dict[str, str]:
+        """The last decision told per policy (and for healing), newest wins."""
+        latest: dict[str, str] = {}
+        for event in self.store.events(instance.id, kind="decision"):
+            latest[event.data.get("policy") or ("heal" if event.message.startswith("heal") else "other")] = \
+                event.message
+        return latest
 
     def _submit(self, instance: Instance, kind: OperationKind, params: dict[str, Any]) -> Operation:
-        if instance.current_operation_id:  # 409 names the running one, whatever was asked
-            running = self.store.get_operation(instance.current_operation_id)
-            raise Conflict(f"operation {running.id} ({running.kind.value}) is running on instance "
-                           f"'{instance.name}': wait for it to finish (GET /v1/operations/{running.id})",
-                           {"operation": running.id, "kind": running.kind.value})
-        lifecycle.check_applicable(instance, kind)
-        op = Operation(id=str(uuid.uuid4()), instance_id=instance.id, kind=kind, params=params)
-        self.store.start_operation(op)  # Conflict when another one runs
-        self.engine.submit(op)
-        self.store.add_event(instance.id, "lifecycle", f"{kind.value} requested", {"operation": op.id})
-        return op
+        return self.engine.request(instance, kind, params)
 
     # subscribers: data of the instance, pushed to its units at once (no operation needed)
     def subscribers(self, caller: Caller, ref: str) -> list[Subscriber]:

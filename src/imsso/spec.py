@@ -17,16 +17,18 @@ SIZE_PREFIX = "imsso.size."
 # Shown by the orchestrator, never set by a client.
 OUTPUT_NAMES = {"occi.core.id", "occi.mcn.stack.id", "occi.mcn.stack.state", "mcn.service.state",
                 "imsso.operation", "imsso.operation.state", "imsso.error"}
-OUTPUT_PREFIXES = ("imsso.unit.", "imsso.event")
+OUTPUT_PREFIXES = ("imsso.unit.", "imsso.event", "imsso.decision.")
 CREATE_ONLY = {"imsso.profile", "imsso.driver", "imsso.domain"}
 SETTINGS = {"imsso.test_subscribers"}
 FREE_PREFIXES = ("mcn.", "occi.core.title", "occi.core.summary")
 DRIVER_PREFIX = "imsso.os."  # options of the openstack driver, checked by it
+RUNTIME_PREFIXES = ("imsso.policy.", "imsso.scale.")  # policy figures and bounds, checked by policy
 DOMAIN_RE = re.compile(r"^(?=.{1,200}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
 ENDPOINT_RE = re.compile(r"^mcn\.endpoint\.[a-z0-9-]+\.[a-z0-9-]+\.(public|private)$")
 
 ACCEPTED = ("inputs under mcn. (e.g. mcn.endpoint.maas), imsso.size.<role>, imsso.test_subscribers, "
-            "imsso.os.<option> (driver openstack), and at creation imsso.profile, imsso.driver, "
+            "imsso.os.<option> (driver openstack), imsso.policy.<policy>.<field>, "
+            "imsso.scale.<role>.min|max, and at creation imsso.profile, imsso.driver, "
             "imsso.domain")
 
 
@@ -56,7 +58,7 @@ def split(attributes: dict[str, Any]) -> Changes:
             changes.create_only[name] = _as_str(name, value)
         elif name == "imsso.test_subscribers":
             changes.test_subscribers = _as_bool(name, value)
-        elif name.startswith(FREE_PREFIXES) or name.startswith(DRIVER_PREFIX):
+        elif name.startswith(FREE_PREFIXES) or name.startswith(DRIVER_PREFIX) or name.startswith(RUNTIME_PREFIXES):
             changes.attributes[name] = value
         else:
             raise InvalidInput(f"unknown attribute {name}: accepted are {ACCEPTED}", {"attribute": name})

@@ -125,7 +125,9 @@ def test_a_half_created_stack_can_be_disposed_of(alice, heat):
     op = alice.wait_operation(alice.delete("/v1/instances/halfway").json()["id"])
     assert op["state"] == "succeeded", op
     assert stack_of(heat, stack_id) is None
-    assert not [s for s in heat.orchestration.stacks() if s.name.startswith("imsso-halfway-")]
+    instance_id = alice.get("/v1/instances").json()  # gone from the list too
+    assert not [i for i in instance_id if i["name"] == "halfway"]
+    assert not [s for s in heat.orchestration.stacks() if s.id == stack_id]
 
 
 def test_plan_shows_what_an_update_would_do_without_doing_it(server, alice, heat):

@@ -12,6 +12,7 @@ from starlette.routing import Match
 from starlette.exceptions import HTTPException
 
 from ..model import OrchestratorError
+from ..telemetry import CONTENT_TYPE
 from .occi import routes as occi_routes
 from .rest import router as rest_router
 
@@ -36,6 +37,12 @@ def create_app(app_state) -> FastAPI:
                   openapi_url="/v1/openapi.json", docs_url="/v1/docs", redoc_url=None)
     app.state.service = app_state.service
     app.include_router(rest_router)
+    telemetry = getattr(app_state, "telemetry", None)
+    if telemetry is not None:
+        @app.get("/metrics", include_in_schema=False)
+        def metrics() -> Response:
+            """The orchestrator's own figures for Prometheus (no token: bind to a trusted address)."""
+            return Response(telemetry.render(), media_type=CONTENT_TYPE)
     app.include_router(occi_routes.router)
 
     @app.exception_handler(OrchestratorError)

@@ -18,7 +18,8 @@ def endpoints(instance: Instance, units: list[Unit]) -> dict[str, str]:
     return {f"mcn.endpoint.{u.name}.{LOCAL_NET}.private": u.address for u in units}
 
 
-def attributes(instance: Instance, units: list[Unit], failed: Operation | None) -> dict[str, Any]:
+def attributes(instance: Instance, units: list[Unit], failed: Operation | None,
+               decisions: dict[str, str] | None = None) -> dict[str, Any]:
     """The flat attribute set of an instance, as OCCI shows it."""
     attrs: dict[str, Any] = {
         "occi.core.id": instance.id,
@@ -39,6 +40,8 @@ def attributes(instance: Instance, units: list[Unit], failed: Operation | None) 
         attrs[f"imsso.unit.{unit.name}.state"] = unit.state.value
     if instance.current_operation_id:
         attrs["imsso.operation"] = instance.current_operation_id
+    for name, message in sorted((decisions or {}).items()):
+        attrs[f"imsso.decision.{name}"] = message  # the runtime's last word per policy
     if failed is not None and failed.error is not None:
         attrs["imsso.error"] = f"{failed.kind.value} failed at '{failed.error.step}': {failed.error.message}"
     return attrs

@@ -11,7 +11,7 @@ import threading
 from .. import lifecycle, profiles
 from ..config import Settings
 from ..drivers import Driver
-from ..model import (InstanceState, Operation, OperationError, OperationKind, OperationState, StepRecord,
+from ..model import (Conflict, InstanceState, Operation, OperationError, OperationKind, OperationState, StepRecord,
                      utcnow)
 from ..store import Store
 from .operations import HANDLERS
@@ -22,8 +22,9 @@ MAX_ATTEMPTS = 3  # an operation interrupted this often by restarts is failed, n
 
 
 class Engine:
-    def __init__(self, store: Store, drivers: dict[str, Driver], settings: Settings):
+    def __init__(self, store: Store, drivers: dict[str, Driver], settings: Settings, telemetry=None):
         self.store = store
+        self.telemetry = telemetry  # counts finished operations for /metrics, when given
         self.drivers = drivers
         self.settings = settings
         self._queue: queue.Queue[str | None] = queue.Queue()
@@ -52,6 +53,22 @@ class Engine:
 
     def submit(self, op: Operation) -> None:
         self._queue.put(op.id)
+
+    def request(self, instance, kind: OperationKind, params: dict) -> Operation:
+        """Start `kind` on the instance, as a user's request or the runtime's decision does: a 409
+        names the running operation, a 400 says why `kind` does not apply now."""
+        if instance.current_operation_id:
+            running = self.store.get_operation(instance.current_operation_id)
+            raise Conflict(f"operation {running.id} ({running.kind.value}) is running on instance "
+                           f"'{instance.name}': wait for it to finish (GET /v1/operations/{running.id})",
+                           {"operation": running.id, "kind": running.kind.value})
+        lifecycle.check_applicable(instance, kind)
+        op = Operation(id=str(uuid.uuid4()), instance_id=instance.id, kind=kind, params=params)
+        self.store.start_operation(op)  # Conflict when another one started meanwhile
+        self.submit(op)
+        cause = f" ({params['cause']})" if params.get("cause") else ""
+        self.store.add_event(instance.id, "lifecycle", f"{kind.value} requested{cause}", {"operation": op.id})
+        return op
 
     def recover(self) -> None:
         """Queue again what was queued or running when the orchestrator stopped."""
@@ -134,6 +151,8 @@ class Engine:
         # One transaction: the operation, the instance and its next operation change together, so
         # a crash never leaves an instance held by a finished operation or free between the two.
         self.store.finish_operation(op, instance, events, follow)
+        if self.telemetry is not None:
+            self.telemetry.operation_finished(op)
         if follow:
             self.submit(follow)
 
@@ -160,7 +179,7 @@ class Engine:
     def _stack_state(self, instance, op: Operation, phase: str) -> str:
         # Provisioning configures what exists, and an update before any deploy changes only the
         # spec: Heat would see no stack action for either.
-        if op.kind == OperationKind.PROVISION:
+        if op.kind in (OperationKind.PROVISION, OperationKind.HEAL):
             return instance.stack_state
         if op.kind in (OperationKind.UPDATE, OperationKind.SCALE) and not self._has_units(instance):
             return instance.stack_state

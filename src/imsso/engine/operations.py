@@ -57,6 +57,21 @@ def scale(run: Run) -> None:
         converge(run)
 
 
+def heal(run: Run) -> None:
+    """Replace units that died or stopped answering: stop what is left of them, start them again
+    on their addresses; the routing and the peers follow as at any start."""
+    names = set(run.op.params.get("units", []))
+    with run.step(f"stop {', '.join(sorted(names))}") as step:
+        for unit in run.store.units(run.instance.id):
+            if unit.name in names:
+                run.driver.stop_unit(run.instance, unit)
+                unit.pid = unit.started_at = None
+                unit.state = UnitState.PLANNED
+                run.store.save_unit(unit)
+        step.detail = run.op.params.get("reason", "")
+    converge(run)
+
+
 def dispose(run: Run) -> None:
     units = run.store.units(run.instance.id)
     with run.step("remove units") as step, run.subscriber_lock:
@@ -78,6 +93,7 @@ HANDLERS: dict[OperationKind, Callable[[Run], None]] = {
     OperationKind.PROVISION: provision,
     OperationKind.UPDATE: update,
     OperationKind.SCALE: scale,
+    OperationKind.HEAL: heal,
     OperationKind.DISPOSE: dispose,
 }
 

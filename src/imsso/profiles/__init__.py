@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from ..model import InvalidInput, NotFound
+from ..policy import Policy, parse
 
 BUILTIN_DIR = Path(__file__).parent
 
@@ -52,6 +53,7 @@ class Profile:
     templates: dict[str, str]      # template name -> text
     extra_files: dict[str, str]    # other data files of the profile (e.g. subscribers.sql)
     test_subscribers: tuple[str, ...] = ()
+    policies: tuple[Policy, ...] = ()  # autoscaling, evaluated by the runtime loop
 
     def role(self, name: str) -> Role:
         try:
@@ -98,7 +100,8 @@ def _read(folder: Path) -> Profile:
     return Profile(
         name=raw["name"], description=raw.get("description", ""), domain=raw["domain"],
         roles=roles, order=tuple(raw.get("order", list(roles))), entry=raw["entry"], templates=templates,
-        extra_files=extra, test_subscribers=tuple(raw.get("test_subscribers", ())))
+        extra_files=extra, test_subscribers=tuple(raw.get("test_subscribers", ())),
+        policies=tuple(parse(p, roles) for p in raw.get("policies", ())))
 
 
 def _role(name: str, spec: dict[str, Any]) -> Role:

@@ -204,6 +204,17 @@ class Store:
                        ~sa.exists(busy))
                 .values(state=UnitState.FAILED.value, detail=detail)).rowcount)
 
+    def count_units(self) -> list[tuple[str, str, int]]:
+        """(role, state, count) over all units."""
+        with self.session() as s:
+            return [tuple(r) for r in s.execute(sa.select(UnitRow.role, UnitRow.state, sa.func.count())
+                                                .group_by(UnitRow.role, UnitRow.state))]
+
+    def count_instances(self) -> list[tuple[str, int]]:
+        with self.session() as s:
+            return [tuple(r) for r in s.execute(sa.select(InstanceRow.state, sa.func.count())
+                                                .group_by(InstanceRow.state))]
+
     def addresses_in_use(self) -> set[str]:
         with self.session() as s:
             return set(s.scalars(sa.select(UnitRow.address)))
@@ -218,11 +229,13 @@ class Store:
             s.flush()
             return _event(row)
 
-    def events(self, instance_id: str, since: int = 0, limit: int = 1000) -> list[Event]:
+    def events(self, instance_id: str, since: int = 0, limit: int = 1000, kind: str | None = None
+               ) -> list[Event]:
         with self.session() as s:
-            rows = s.scalars(sa.select(EventRow).where(EventRow.instance_id == instance_id,
-                                                       EventRow.id > since)
-                             .order_by(EventRow.id).limit(limit))
+            query = sa.select(EventRow).where(EventRow.instance_id == instance_id, EventRow.id > since)
+            if kind:
+                query = query.where(EventRow.kind == kind)
+            rows = s.scalars(query.order_by(EventRow.id).limit(limit))
             return [_event(r) for r in rows]
 
     # subscribers

@@ -161,7 +161,8 @@ def _caller(request: Request) -> Caller:
 
 
 def entity(svc: Service, instance: Instance, location: str, kind: Category) -> Entity:
-    attrs: dict[str, Any] = views.attributes(instance, svc.units(instance), svc.failed_operation(instance))
+    attrs: dict[str, Any] = views.attributes(instance, svc.units(instance), svc.failed_operation(instance),
+                                             svc.decisions(instance))
     actions = tuple((f"{location}?action={a}", ACTIONS[a]) for a in lifecycle.applicable_actions(instance))
     return Entity(kind=kind, location=location, attributes=attrs, actions=actions)
 

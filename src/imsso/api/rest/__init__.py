@@ -145,9 +145,16 @@ def instance_operations(ref: str, svc: Svc, who: Who) -> list[dict[str, Any]]:
 
 
 @router.get("/instances/{ref}/events", tags=["instances"])
-def instance_events(ref: str, svc: Svc, who: Who, since: int = 0) -> list[dict[str, Any]]:
+def instance_events(ref: str, svc: Svc, who: Who, since: int = 0, kind: str | None = None
+                    ) -> list[dict[str, Any]]:
     """Lifecycle steps, decisions and failures, in order; `since` is the last event id seen."""
-    return [views.event_json(e) for e in svc.events(who, ref, since)]
+    return [views.event_json(e) for e in svc.events(who, ref, since, kind)]
+
+
+@router.get("/instances/{ref}/metrics", tags=["instances"])
+def instance_metrics(ref: str, svc: Svc, who: Who) -> dict[str, dict[str, float]]:
+    """The latest figures of each unit as the runtime loop sees them (counters, gauges, rates)."""
+    return svc.metrics(who, ref)
 
 
 @router.get("/instances/{ref}/subscribers", tags=["subscribers"])

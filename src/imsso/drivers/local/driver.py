@@ -165,12 +165,16 @@ class LocalDriver:
             time.sleep(PROBE_INTERVAL)
 
     def _probe(self, instance: Instance, plan: UnitPlan) -> bool:
-        if plan.probe == "sip-options":
-            return probes.sip_options(plan.address, SIP_PORT, timeout=0.5) is not None
-        if plan.probe == "dns":
-            return probes.dns_query(plan.address, self.dns_port, f"ns.{instance.domain}", "A",
+        return self.answers(instance, plan, plan.probe)
+
+    def answers(self, instance: Instance, unit: Unit | UnitPlan, probe: str) -> bool:
+        """Whether the unit answers its probe now (one try, half a second)."""
+        if probe == "sip-options":
+            return probes.sip_options(unit.address, SIP_PORT, timeout=0.5) is not None
+        if probe == "dns":
+            return probes.dns_query(unit.address, self.dns_port, f"ns.{instance.domain}", "A",
                                     timeout=0.5) is not None
-        raise DriverError(f"unknown probe '{plan.probe}' for {plan.name}")
+        raise DriverError(f"unknown probe '{probe}' for {unit.name}")
 
     def changed_files(self, instance: Instance, unit: Unit, plan: UnitPlan) -> list[str]:
         folder = self.unit_dir(instance, unit.name)
