@@ -22,14 +22,18 @@ DNS_PORT = 53 if os.geteuid() == 0 else 5353
 
 
 class Server:
-    """One `imsso serve` process with its own data folder, listen address and address pool."""
+    """One `imsso serve` process with its own data folder, listen address and address pool.
+
+    Its runtime loop is off unless `env` turns it on (IMSSO_RUNTIME_INTERVAL): tests of manual
+    flows kill units and scale by hand, which a live loop would answer on its own."""
 
     def __init__(self, data_dir: Path, listen: str, pool: str, env: dict[str, str] | None = None):
         self.data_dir = data_dir
         self.listen = listen
         self.url = f"http://{listen}"
         self.env = {**os.environ, "IMSSO_DATA_DIR": str(data_dir), "IMSSO_LISTEN": listen,
-                    "IMSSO_ADDRESS_POOL": pool, "IMSSO_DNS_PORT": str(DNS_PORT), **(env or {})}
+                    "IMSSO_ADDRESS_POOL": pool, "IMSSO_DNS_PORT": str(DNS_PORT),
+                    "IMSSO_RUNTIME_INTERVAL": "0", **(env or {})}
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 30) -> "Server":

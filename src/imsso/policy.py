@@ -159,10 +159,10 @@ def evaluate(policy: Policy, samples: list[Sample], now: float, size: int, lo: i
     if not breach:
         return decide("none", f"within threshold: not {figure}")
     target = min(hi, max(lo, size + policy.step))
-    if last_scaled is not None and now - last_scaled < policy.cooldown:
-        left = policy.cooldown - (now - last_scaled)
-        return decide("hold", f"in cooldown: {figure}, {left:.0f} s of cooldown left")
     if target == size:
         bound = f"max {hi}" if policy.step > 0 else f"min {lo}"
         return decide("hold", f"at bound: {figure}, {policy.role} already at its {bound}")
+    if last_scaled is not None and now - last_scaled < policy.cooldown:
+        left = policy.cooldown - (now - last_scaled)
+        return decide("hold", f"in cooldown: {figure}, {left:.0f} s of cooldown left")
     return decide("scale", f"threshold crossed: {figure}: {policy.role} {size} -> {target}", target)
