@@ -60,7 +60,8 @@ class Orchestrator:
         self.engine = Engine(self.store, self.drivers, settings, self.telemetry)
         self.observer = Observer(self.store, self.drivers)
         self.runtime = Runtime(self.store, self.engine.request, self._sources(), self._answers,
-                               settings.runtime_interval or 1.0, self.telemetry.decision)
+                               settings.runtime_interval or 1.0, self.telemetry.decision,
+                               alive=self._alive)
         self.service = Service(self.store, self.engine, self.drivers, settings, validator,
                                on_token=self.credentials.remember if keystone else None,
                                figures=self.runtime.latest)
@@ -72,10 +73,10 @@ class Orchestrator:
         def call(instance, unit, method, *params):
             return self.drivers[instance.driver].call(instance, unit, method, *params)
 
-        def alive(instance, unit) -> bool:
-            return self.drivers[instance.driver].is_alive(instance, unit)
+        return [KamailioStats(call, program), ProcessUsage(self._alive)]
 
-        return [KamailioStats(call, program), ProcessUsage(alive)]
+    def _alive(self, instance, unit) -> bool:
+        return self.drivers[instance.driver].is_alive(instance, unit)
 
     def _answers(self, instance, unit) -> bool:
         probe = profiles.load(instance.profile).role(unit.role).probe

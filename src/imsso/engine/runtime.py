@@ -47,11 +47,13 @@ class Runtime:
     def __init__(self, store: Store, request: Callable[[Instance, OperationKind, dict[str, Any]], Any],
                  sources: list[Source], answers: Callable[[Instance, Unit], bool],
                  interval: float = 1.0, on_decision: Callable[[str, str], None] | None = None,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic,
+                 alive: Callable[[Instance, Unit], bool] | None = None):
         self.store = store
         self.request = request      # starts an operation like a user's request (Conflict if busy)
         self.sources = sources
         self.answers = answers      # does the unit answer its probe now
+        self.alive = alive or (lambda instance, unit: True)  # does its process still exist
         self.interval = interval
         self.on_decision = on_decision  # (policy, action) of every decision told
         self.clock = clock
@@ -181,9 +183,11 @@ class Runtime:
                 watch.given_up.discard(unit.name)  # a provision brought it back: heal it again
                 watch.heals.pop(unit.name, None)
             if unit.state == UnitState.RUNNING:
-                watch.missed[unit.name] = 0 if self.answers(instance, unit) else watch.missed.get(unit.name, 0) + 1
-                if watch.missed[unit.name] < HEAL_AFTER:
-                    continue
+                if self.alive(instance, unit):  # a process that is gone needs no missed probes
+                    missed = 0 if self.answers(instance, unit) else watch.missed.get(unit.name, 0) + 1
+                    watch.missed[unit.name] = missed
+                    if missed < HEAL_AFTER:
+                        continue
             elif unit.state != UnitState.FAILED:
                 continue
             recent = [t for t in watch.heals.get(unit.name, []) if now - t < HEAL_HORIZON]
@@ -196,8 +200,9 @@ class Runtime:
             sick.append(unit)
         if not sick:
             return False
-        reason = "; ".join(f"{u.name} " + ("died" if u.state == UnitState.FAILED else
-                                           f"missed {watch.missed.get(u.name)} probes") for u in sick)
+        reason = "; ".join(f"{u.name} " + (f"missed {watch.missed[u.name]} probes"
+                                           if watch.missed.get(u.name, 0) >= HEAL_AFTER else "died")
+                           for u in sick)
         try:
             op = self.request(instance, OperationKind.HEAL, {"units": [u.name for u in sick], "reason": reason})
         except (Conflict, NotApplicable):
