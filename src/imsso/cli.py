@@ -214,9 +214,12 @@ def dispose(name: str = typer.Argument("default")) -> None:
 
 
 @app.command()
-def events(name: str = typer.Argument("default"), since: int = 0) -> None:
-    """The instance's event log: steps, decisions, failures."""
-    for e in _call(_client().json, "GET", f"/v1/instances/{name}/events", params={"since": since}):
+def events(name: str = typer.Argument("default"), since: int = 0,
+           kind: str = typer.Option("", help="only this kind: lifecycle, step, unit, decision, failure")
+           ) -> None:
+    """The instance's event log: steps, decisions (with the figures behind them), failures."""
+    params: dict[str, Any] = {"since": since, **({"kind": kind} if kind else {})}
+    for e in _call(_client().json, "GET", f"/v1/instances/{name}/events", params=params):
         out.print(f"{e['id']:>5} {e['time'][:19]} {e['kind']:<10} {e['message']}")
 
 
