@@ -34,6 +34,10 @@ class Settings:
     token_ttl: int = 12 * 3600
     workers: int = 4
     runtime_interval: float = 1.0  # seconds between observations of the runtime loop; 0: off
+    prometheus_url: str = ""      # the Prometheus the runtime asks, unless an instance names its own
+    metrics_hosts: list[str] = field(default_factory=list)  # hosts instances may name for metrics
+    zabbix_user: str = "Admin"
+    zabbix_password: str = "zabbix"
     keystone_cache: float = 30.0  # seconds a Keystone token validation is trusted
     # openstack driver
     os_region: str = ""           # catalog region of the orchestration endpoint (any when empty)
@@ -58,6 +62,10 @@ class Settings:
         s.token_ttl = int(env.get("IMSSO_TOKEN_TTL", s.token_ttl))
         s.keystone_cache = float(env.get("IMSSO_KEYSTONE_CACHE", s.keystone_cache))
         s.runtime_interval = float(env.get("IMSSO_RUNTIME_INTERVAL", s.runtime_interval))
+        s.prometheus_url = env.get("IMSSO_PROMETHEUS_URL", "")
+        s.metrics_hosts = [h for h in env.get("IMSSO_METRICS_HOSTS", "").replace(",", " ").split() if h]
+        s.zabbix_user = env.get("IMSSO_ZABBIX_USER", s.zabbix_user)
+        s.zabbix_password = env.get("IMSSO_ZABBIX_PASSWORD", s.zabbix_password)
         s.os_region = env.get("IMSSO_OS_REGION", "")
         s.os_cloud = env.get("IMSSO_OS_CLOUD", "")
         s.heat_environment = env.get("IMSSO_HEAT_ENVIRONMENT", "")

@@ -158,7 +158,8 @@ def evaluate(policy: Policy, samples: list[Sample], now: float, size: int, lo: i
     figure = f"{policy.describe()} ({', '.join(f'{a:.1f}' for a in aggregates[-3:])})"
     if not breach:
         return decide("none", f"within threshold: not {figure}")
-    target = min(hi, max(lo, size + policy.step))
+    # Towards the step only: a size already beyond a bound is left to the other policy or a user.
+    target = max(size, min(hi, size + policy.step)) if policy.step > 0 else min(size, max(lo, size + policy.step))
     if target == size:
         bound = f"max {hi}" if policy.step > 0 else f"min {lo}"
         return decide("hold", f"at bound: {figure}, {policy.role} already at its {bound}")

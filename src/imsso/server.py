@@ -20,8 +20,11 @@ from . import profiles
 from .engine import Engine
 from .engine.observer import Observer
 from .engine.runtime import Runtime
+from .monitoring import AllowedHosts
 from .monitoring.kamailio import KamailioStats
 from .monitoring.process import ProcessUsage
+from .monitoring.prometheus import URL_ATTRIBUTE, PrometheusSource
+from .monitoring.zabbix import ENDPOINT_ATTRIBUTE, ZabbixSource, api_url
 from .model import InvalidInput
 from .service import Service
 from .store import Store
@@ -73,7 +76,13 @@ class Orchestrator:
         def call(instance, unit, method, *params):
             return self.drivers[instance.driver].call(instance, unit, method, *params)
 
-        return [KamailioStats(call, program), ProcessUsage(self._alive)]
+        hosts = self.settings.metrics_hosts
+        prometheus = PrometheusSource(self.settings.prometheus_url)
+        zabbix = ZabbixSource(self.settings.zabbix_user, self.settings.zabbix_password)
+        # Kamailio last: its own figures win over the same names from a Prometheus.
+        return [AllowedHosts(prometheus, URL_ATTRIBUTE, hosts, _as_url),
+                AllowedHosts(zabbix, ENDPOINT_ATTRIBUTE, hosts, api_url),
+                ProcessUsage(self._alive), KamailioStats(call, program)]
 
     def _alive(self, instance, unit) -> bool:
         return self.drivers[instance.driver].is_alive(instance, unit)
@@ -98,6 +107,11 @@ class Orchestrator:
         self.observer.stop()
         self.engine.stop()
         self.store.close()
+
+
+def _as_url(value: object) -> str:
+    text = str(value).strip()
+    return text if "://" in text else f"http://{text}"
 
 
 def _lock_data_dir(data_dir: Path):

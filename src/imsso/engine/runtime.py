@@ -150,7 +150,8 @@ class Runtime:
             op = self.request(instance, OperationKind.SCALE, {"sizes": {pol.role: decision.target},
                                                               "cause": f"policy {pol.name}"})
         except (Conflict, NotApplicable) as exc:  # a user's operation came first: decide again later
-            self._tell(instance, watch, pol.name, "busy", f"{pol.name}: scale not started: {exc}", data)
+            self._tell(instance, watch, pol.name, "busy", f"{pol.name}: scale not started: {exc}",
+                       {**data, "action": "busy"})
             return
         watch.scaled_at[pol.role] = self.clock()
         watch.outcomes[pol.name] = decision.outcome
@@ -206,7 +207,7 @@ class Runtime:
         try:
             op = self.request(instance, OperationKind.HEAL, {"units": [u.name for u in sick], "reason": reason})
         except (Conflict, NotApplicable):
-            return False
+            return True  # busy: no scale decision either until the instance is free
         for unit in sick:
             watch.heals.setdefault(unit.name, []).append(now)
             watch.missed[unit.name] = 0

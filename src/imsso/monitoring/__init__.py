@@ -7,7 +7,10 @@ for load. A source that cannot answer for a unit leaves it out: no figure is bet
 
 from __future__ import annotations
 
+import ipaddress
+from collections.abc import Callable
 from typing import Protocol
+from urllib.parse import urlsplit
 
 from ..model import Instance, Unit
 
@@ -46,3 +49,40 @@ def merge(*parts: Figures) -> Figures:
         for unit, figures in part.items():
             out.setdefault(unit, {}).update(figures)
     return out
+
+
+class AllowedHosts:
+    """Lets a source reach only hosts the operator allowed, when the address comes from a tenant's
+    attribute (a tenant must not make the orchestrator call, or send its Zabbix password to, any
+    address it likes). Hosts are names or networks (IMSSO_METRICS_HOSTS)."""
+
+    def __init__(self, source: Source, attribute: str, allowed: list[str],
+                 address: Callable[[object], str]):
+        self.source = source
+        self.name = source.name
+        self.attribute = attribute
+        self.address = address          # the URL the source would call for an attribute value
+        self.names = {a.lower() for a in allowed if not _network(a)}
+        self.networks = [n for a in allowed if (n := _network(a))]
+
+    def sample(self, instance: Instance, units: list[Unit]) -> Figures:
+        value = instance.attributes.get(self.attribute)
+        if value and not self.allows(urlsplit(self.address(value)).hostname or ""):
+            return {}
+        return self.source.sample(instance, units)
+
+    def allows(self, host: str) -> bool:
+        if host.lower() in self.names:
+            return True
+        try:
+            ip = ipaddress.ip_address(host)
+        except ValueError:
+            return False
+        return any(ip in net for net in self.networks)
+
+
+def _network(text: str):
+    try:
+        return ipaddress.ip_network(text.strip(), strict=False)
+    except ValueError:
+        return None

@@ -52,6 +52,10 @@ class ZabbixError(Exception):
         return self.code == -32602 or "invalid params" in self.text
 
     @property
+    def names_a_parameter(self) -> bool:
+        return "unexpected parameter" in self.text
+
+    @property
     def refuses_auth_field(self) -> bool:
         return 'unexpected parameter "auth"' in self.text  # Zabbix >= 7.2
 
@@ -88,6 +92,9 @@ class ZabbixSource:
         self._header_only: set[str] = set()
         self._hostids: dict[str, dict[str, str]] = {}  # host name -> hostid
         self._warnings = WarnOnce()
+        # One client for the source's life: a new one per sample costs tens of milliseconds (its
+        # TLS context) and loses the connections kept alive to the server.
+        self._http = httpx.Client()
 
     def sample(self, instance: Instance, units: list[Unit]) -> Figures:
         url = api_url(instance.attributes.get(ENDPOINT_ATTRIBUTE))
@@ -95,18 +102,20 @@ class ZabbixSource:
             return {}
         try:
             hosts = self.hosts(instance, units)
-        except (KeyError, IndexError, ValueError) as e:
+        except Exception as e:  # KeyError, IndexError, AttributeError...: whatever str.format raises
             self._warnings.warn(("host_format",), "Zabbix host format %r is not usable: %r", self.host_format, e)
             return {}
         try:
-            with httpx.Client(timeout=self.timeout) as http:
-                figures = self._fetch(_Session(self, http, url), hosts)
+            figures = self._fetch(_Session(self, self._http, url), hosts)
         except Exception as e:  # a figure source must never break the loop that samples it
             self._warnings.warn((url, _kind(e)), "no figures from Zabbix at %s: %s", url, _describe(e))
             return {}
         for kind in ("unreachable", "api error", "bad answer"):
             self._warnings.forget((url, kind))
         return figures
+
+    def close(self) -> None:
+        self._http.close()
 
     def hosts(self, instance: Instance, units: list[Unit]) -> dict[str, list[Unit]]:
         """Zabbix host name -> the units on it (several when the format does not name the unit)."""
@@ -189,13 +198,18 @@ class _Session:
         """A new token: the "username" or "user" parameter, whichever this Zabbix took last first."""
         known = self.source._login_fields.get(self.url)
         fields = [known, *(f for f in _LOGIN_FIELDS if f != known)] if known else list(_LOGIN_FIELDS)
-        for tried, field in enumerate(fields, start=1):
+        refusals: list[ZabbixError] = []
+        for field in fields:
             try:
                 token = self.rpc("user.login", {field: self.source.user, "password": self.source.password})
                 break
             except ZabbixError as e:
-                if not (e.invalid_params and tried < len(fields)):
-                    raise  # the last error: a wrong password, or neither name taken
+                if not e.invalid_params:
+                    raise
+                refusals.append(e)  # maybe this version names the parameter the other way
+        else:
+            # Neither name worked: tell the refusal that is not about the name (a wrong password).
+            raise min(refusals, key=lambda e: e.names_a_parameter)
         if not isinstance(token, str) or not token:
             raise ValueError("user.login answered no token")
         self.source._login_fields[self.url] = field
@@ -220,7 +234,7 @@ class _Session:
             headers["Authorization"] = f"Bearer {token}"
             if in_body:
                 body["auth"] = token
-        response = self.http.post(self.url, content=json.dumps(body), headers=headers)
+        response = self.http.post(self.url, content=json.dumps(body), headers=headers, timeout=self.source.timeout)
         try:
             answer = response.json()
         except ValueError:
