@@ -230,11 +230,18 @@ def subscriber_list(instance: str = typer.Argument("default")) -> None:
 
 
 @subs_app.command("add")
-def subscriber_add(user: str, password: str = typer.Option(..., prompt=True, hide_input=True),
+def subscriber_add(user: str,
+                   password: str = typer.Option("", help="SIP Digest password (asked for when no --k)"),
+                   k: str = typer.Option("", help="AKA: the USIM's K, 32 hex digits (profile ims)"),
+                   opc: str = typer.Option("", help="AKA: the operator key OPc, 32 hex digits"),
                    instance: str = typer.Option("default")) -> None:
-    s = _call(_client().json, "POST", f"/v1/instances/{instance}/subscribers",
-              json={"user": user, "password": password})
-    out.print(f"added {s['aor']}")
+    """Add (or change) a subscriber: a password for SIP Digest, K and OPc for AKA, or both."""
+    if not password and not k:
+        password = typer.prompt("Password", hide_input=True)
+    body = {"user": user, **({"password": password} if password else {}),
+            **({"k": k, "opc": opc} if k or opc else {})}
+    s = _call(_client().json, "POST", f"/v1/instances/{instance}/subscribers", json=body)
+    out.print(f"added {s['aor']} ({', '.join(s['auth'])})")
 
 
 @subs_app.command("remove")

@@ -179,7 +179,9 @@ class Subscriber:
     instance_id: str
     user: str
     domain: str
-    password: str
+    password: str    # SIP Digest; "" for a subscriber that authenticates with AKA only
+    k: str = ""      # AKA: the USIM's secret key K and the operator key OPc, 32 hex digits each
+    opc: str = ""
 
     @property
     def aor(self) -> str:

@@ -20,6 +20,7 @@ from .model import (Conflict, Event, Instance, InstanceState, InvalidInput, NotF
                     Unit)
 from .store import Store
 
+HEX32_RE = re.compile(r"^[0-9a-fA-F]{32}$")
 NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 USER_RE = re.compile(r"^[A-Za-z0-9._~+-]{1,64}$")
 
@@ -244,15 +245,19 @@ class Service:
         raise NotFound(f"no subscriber '{user}' in instance {instance.name}")
 
     def put_subscriber(self, caller: Caller, ref: str, user: str, password: str | None,
-                       domain: str | None = None) -> tuple[Subscriber, bool]:
+                       domain: str | None = None, k: str | None = None, opc: str | None = None
+                       ) -> tuple[Subscriber, bool]:
         instance = self.get(caller, ref)
         if not USER_RE.match(user or ""):
             raise InvalidInput(f"user '{user}' must be 1-64 of letters, digits and . _ ~ + -")
         if domain is not None and spec.check_domain(domain) != instance.domain:
             raise InvalidInput(f"domain must be the instance's domain {instance.domain}")
-        if not password or not 8 <= len(password) <= 64:
-            raise InvalidInput("password must have 8 to 64 characters")
-        sub = Subscriber(instance.id, user, instance.domain, password)
+        k, opc = _aka_keys(k, opc, profiles.load(instance.profile))
+        if password is not None or not k:
+            if not password or not 8 <= len(password) <= 64:
+                raise InvalidInput("password must have 8 to 64 characters"
+                                   + (" (or give k and opc for AKA)" if k is None else ""))
+        sub = Subscriber(instance.id, user, instance.domain, password or "", k, opc)
         with self.engine.subscriber_lock(instance.id):
             previous = next((s for s in self.store.subscribers(instance.id) if s.user == user), None)
             created = self.store.put_subscriber(sub)
@@ -288,3 +293,15 @@ class Service:
         subs = self.store.subscribers(instance.id)
         self.drivers[instance.driver].sync_subscribers(instance, profiles.load(instance.profile), subs)
         self.store.add_event(instance.id, "subscribers", f"{len(subs)} subscriber(s) pushed to the units")
+
+
+def _aka_keys(k: str | None, opc: str | None, prof: profiles.Profile) -> tuple[str, str]:
+    """K and OPc for AKA, both or neither, 128 bits each, and only where the profile does AKA."""
+    if not k and not opc:
+        return "", ""
+    if "aka" not in prof.auth:
+        raise InvalidInput(f"profile {prof.name} authenticates with SIP Digest only: give a password, "
+                           "not k and opc (AKA needs an HSS: profile ims)")
+    if not (k and opc and HEX32_RE.match(k) and HEX32_RE.match(opc)):
+        raise InvalidInput("k and opc must both be 32 hexadecimal digits (128 bits)")
+    return k.lower(), opc.lower()

@@ -445,11 +445,11 @@ def test_json_subscribers(client, acme, orch: Orchestrator):
     r = client.post(base, headers=acme, json={"user": "carol", "password": "carol-secret-1"})
     assert r.status_code == 201, r.text
     assert r.headers["Location"] == f"{base}/carol"
-    assert r.json() == {"user": "carol", "domain": "ims.test", "aor": "sip:carol@ims.test"}
+    assert r.json() == {"user": "carol", "domain": "ims.test", "aor": "sip:carol@ims.test", "auth": ["digest"]}
     assert orch.driver.subscribers[instance_id] == ["carol"]  # pushed to the units at once
 
     assert client.get(base, headers=acme).json() == [
-        {"user": "carol", "domain": "ims.test", "aor": "sip:carol@ims.test"}]
+        {"user": "carol", "domain": "ims.test", "aor": "sip:carol@ims.test", "auth": ["digest"]}]
     assert client.get(f"{base}/carol", headers=acme).json()["password"] == "carol-secret-1"
 
     r = client.put(f"{base}/carol", headers=acme, json={"password": "carol-secret-2"})
@@ -459,6 +459,9 @@ def test_json_subscribers(client, acme, orch: Orchestrator):
     assert r.status_code == 201
     assert orch.driver.subscribers[instance_id] == ["carol", "dave"]
 
+    r = client.post(base, headers=acme, json={"user": "eve", "k": "00" * 16, "opc": "11" * 16})
+    assert r.status_code == 400 and "profile sip-core authenticates with SIP Digest only" in \
+        r.json()["error"]["message"]
     r = client.post(base, headers=acme, json={"user": "eve", "password": "short"})
     assert r.status_code == 400 and "8 to 64 characters" in r.json()["error"]["message"]
     r = client.post(base, headers=acme, json={"user": "eve", "password": "long-enough", "domain": "other.test"})

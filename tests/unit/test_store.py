@@ -106,7 +106,7 @@ def test_migrate_twice_is_a_no_op(store: Store):
             == version_before
     assert {"tokens", "instances", "units", "operations", "events", "subscribers",
             "alembic_version"} <= tables_before
-    assert version_before == ["0002"]
+    assert version_before == ["0003"]
     assert store.get_instance(instance.id) == instance
 
 

@@ -85,7 +85,10 @@ def event_json(event: Event) -> dict[str, Any]:
 
 
 def subscriber_json(sub: Subscriber, with_password: bool = False) -> dict[str, Any]:
-    data = {"user": sub.user, "domain": sub.domain, "aor": sub.aor}
+    data: dict[str, Any] = {"user": sub.user, "domain": sub.domain, "aor": sub.aor,
+                            "auth": [a for a, has in (("digest", sub.password), ("aka", sub.k)) if has]}
     if with_password:
         data["password"] = sub.password
+        if sub.k:
+            data.update(k=sub.k, opc=sub.opc)
     return data

@@ -54,6 +54,7 @@ class Profile:
     extra_files: dict[str, str]    # other data files of the profile (e.g. subscribers.sql)
     test_subscribers: tuple[str, ...] = ()
     policies: tuple[Policy, ...] = ()  # autoscaling, evaluated by the runtime loop
+    auth: tuple[str, ...] = ("digest",)  # how subscribers may authenticate: digest, aka
 
     def role(self, name: str) -> Role:
         try:
@@ -101,7 +102,8 @@ def _read(folder: Path) -> Profile:
         name=raw["name"], description=raw.get("description", ""), domain=raw["domain"],
         roles=roles, order=tuple(raw.get("order", list(roles))), entry=raw["entry"], templates=templates,
         extra_files=extra, test_subscribers=tuple(raw.get("test_subscribers", ())),
-        policies=tuple(parse(p, roles) for p in raw.get("policies", ())))
+        policies=tuple(parse(p, roles) for p in raw.get("policies", ())),
+        auth=tuple(raw.get("auth", ("digest",))))
 
 
 def _role(name: str, spec: dict[str, Any]) -> Role:

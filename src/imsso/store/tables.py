@@ -104,3 +104,5 @@ class SubscriberRow(Base):
     user: Mapped[str] = mapped_column(sa.String(128), primary_key=True)
     domain: Mapped[str] = mapped_column(sa.String(255), primary_key=True)
     password: Mapped[str] = mapped_column(sa.String(255))
+    k: Mapped[str] = mapped_column(sa.String(32), server_default="")
+    opc: Mapped[str] = mapped_column(sa.String(32), server_default="")

@@ -1,0 +1,25 @@
+"""Subscribers may authenticate with AKA: the USIM's K and the operator's OPc.
+
+Revision ID: 0003
+Revises: 0002
+Create Date: 2026-11-28
+"""
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0003"
+down_revision = "0002"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("subscribers") as batch:
+        batch.add_column(sa.Column("k", sa.String(32), nullable=False, server_default=""))
+        batch.add_column(sa.Column("opc", sa.String(32), nullable=False, server_default=""))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("subscribers") as batch:
+        batch.drop_column("opc")
+        batch.drop_column("k")
