@@ -26,9 +26,10 @@ class DnsRecord:
     type: str  # A | SRV | NAPTR
     value: str
     ttl: int = 60
-    priority: int = 0
-    weight: int = 0
+    priority: int = 0   # SRV priority; NAPTR order
+    weight: int = 0     # SRV weight; NAPTR preference
     port: int = 0
+    service: str = ""   # NAPTR service, e.g. SIP+D2U
 
 
 @dataclass(frozen=True)
@@ -99,16 +100,20 @@ def build(instance: Instance, profile: Profile, units: Iterable[Unit], layout: L
     routable = [u for u in ordered if profile.role(u.role).routable]
     routing = tuple(u.name for u in routable if in_routing is None or u.name in set(in_routing))
     dns_roles = {r.name for r in profile.roles.values() if r.program == "dns"}
-    records = tuple(dns_records(instance.domain, ordered, profile.entry, dns_roles))
+    sip_roles = {r.name for r in profile.roles.values() if any(p.port == SIP_PORT for p in r.ports)}
+    records = tuple(dns_records(instance.domain, ordered, profile.entry, dns_roles, sip_roles))
     env = _environment(profile)
     planned = tuple(_unit_plan(env, instance, profile, u, ordered, routing, records, layout)
                     for u in ordered)
     return Plan(instance.id, instance.domain, planned, records, routing, profile.entry)
 
 
-def dns_records(domain: str, units: Iterable[Unit], entry: str, dns_roles: set[str]) -> list[DnsRecord]:
-    """A for every unit and its role, SRV for SIP per role and, at the entry role, for the domain."""
+def dns_records(domain: str, units: Iterable[Unit], entry: str, dns_roles: set[str],
+                sip_roles: set[str] | None = None) -> list[DnsRecord]:
+    """A for every unit and its role; for the roles that speak SIP, NAPTR and SRV per role and, at
+    the entry role, for the domain (RFC 3263: NAPTR picks the transport, SRV the servers)."""
     units = list(units)
+    sip_roles = {u.role for u in units} - dns_roles if sip_roles is None else sip_roles
     records = [DnsRecord(f"{u.name}.{domain}", "A", u.address) for u in units]
     for role in sorted({u.role for u in units}):
         members = [u for u in units if u.role == role]
@@ -116,6 +121,12 @@ def dns_records(domain: str, units: Iterable[Unit], entry: str, dns_roles: set[s
         if role in dns_roles:
             records += [DnsRecord(f"ns.{domain}", "A", u.address) for u in members]
             continue
+        if role not in sip_roles:
+            continue
+        names = [f"{role}.{domain}"] + ([domain] if role == entry else [])
+        for preference, (proto, service) in enumerate((("udp", "SIP+D2U"), ("tcp", "SIP+D2T"))):
+            records += [DnsRecord(name, "NAPTR", f"_sip._{proto}.{name}", priority=10,
+                                  weight=50 + 10 * preference, service=service) for name in names]
         for proto in ("udp", "tcp"):
             records += [DnsRecord(f"_sip._{proto}.{role}.{domain}", "SRV", f"{u.name}.{domain}",
                                   priority=10, weight=10, port=SIP_PORT) for u in members]
@@ -166,6 +177,15 @@ def _context(instance: Instance, unit: Unit, role, all_units: list[Unit], routin
         "routed": [view(u) for u in all_units if u.name in routing],  # those taking traffic
         "peers": [u.address for u in all_units if u.role == unit.role and u.name != unit.name],
         "zone_json": json.dumps({"domain": instance.domain,
-                                 "records": [r.__dict__ for r in records]}, indent=1),
+                                 "records": [_zone_record(r) for r in records]}, indent=1),
         **paths,
     }
+
+
+def _zone_record(record: DnsRecord) -> dict:
+    """A record as the DNS unit's zone file has it (NAPTR with its own field names)."""
+    fields = {k: v for k, v in record.__dict__.items() if k != "service"}
+    if record.type == "NAPTR":
+        fields.update(order=record.priority, preference=record.weight, flags="s",
+                      service=record.service, regexp="", replacement=record.value)
+    return fields

@@ -213,3 +213,16 @@ def test_a_layout_missing_a_path_is_an_error_not_a_blank(profile):
     # StrictUndefined: a template variable nobody gave must not render as an empty string
     with pytest.raises(Exception, match="unit_dir"):
         planning.build(make_instance(), profile, make_units(), lambda i, n: {"subscribers_db": "/x"})
+
+
+def test_naptr_points_each_sip_role_and_the_domain_to_its_srv_records(profile):
+    plan = build(profile)
+    naptr = {(r.name, r.service, r.value, r.weight) for r in plan.dns_records if r.type == "NAPTR"}
+    for name in (f"scscf.{DOMAIN}", f"pcscf.{DOMAIN}", DOMAIN):  # the domain: its entry, the P-CSCF
+        assert (name, "SIP+D2U", f"_sip._udp.{name}", 50) in naptr
+        assert (name, "SIP+D2T", f"_sip._tcp.{name}", 60) in naptr
+    assert not any(n.startswith(f"dns.{DOMAIN}") for n, *_ in naptr)
+    zone = json.loads(plan.unit("dns-1").files["zone.json"])
+    served = next(r for r in zone["records"] if r["type"] == "NAPTR" and r["name"] == DOMAIN)
+    assert (served["order"], served["preference"], served["flags"], served["service"],
+            served["replacement"]) == (10, 50, "s", "SIP+D2U", f"_sip._udp.{DOMAIN}")

@@ -135,11 +135,20 @@ class Subscribers:
     identity: str | None = None  # our Origin-Host, when the file names it
 
     @classmethod
-    def load(cls, path: Path) -> Subscribers:
-        try:
-            data = json.loads(Path(path).read_text())
-        except (OSError, ValueError) as exc:
-            raise SubscribersError(f"{path}: {exc}") from None
+    def load(cls, path: Path, config: Path | None = None) -> Subscribers:
+        """The subscribers file, with the keys of `config` (realm, identity, scscfs) over it: the
+        orchestrator renders the config with the unit and writes the subscribers as they change."""
+        data: dict[str, Any] = {}
+        for part in (path, config):
+            if part is None:
+                continue
+            try:
+                loaded = json.loads(Path(part).read_text())
+            except (OSError, ValueError) as exc:
+                raise SubscribersError(f"{part}: {exc}") from None
+            if not isinstance(loaded, dict):
+                raise SubscribersError(f"{part}: the top level must be an object")
+            data.update(loaded)
         return cls.from_dict(data)
 
     @classmethod

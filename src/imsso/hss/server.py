@@ -61,9 +61,11 @@ def log(message: str) -> None:
 
 
 class Server:
-    def __init__(self, hss: Hss, subscribers_path: Path, listen: str, port: int):
+    def __init__(self, hss: Hss, subscribers_path: Path, listen: str, port: int,
+                 config_path: Path | None = None):
         self.hss = hss
         self.path = subscribers_path
+        self.config_path = config_path
         self.listen = listen
         self.port = port
         self.started = time.time()
@@ -145,7 +147,7 @@ class Server:
 
     def reload(self) -> None:
         try:
-            subs = Subscribers.load(self.path)
+            subs = Subscribers.load(self.path, self.config_path)
         except SubscribersError as exc:
             log(f"reload refused, keeping the old data: {exc}")
             return
@@ -271,6 +273,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--identity", help="our Origin-Host (default: the file's, else hss.<realm>)")
     parser.add_argument("--realm", help="our Origin-Realm (default: the subscribers file's realm)")
     parser.add_argument("--subscribers", type=Path, required=True, help="subscribers file (JSON)")
+    parser.add_argument("--config", type=Path, help="realm, identity and scscfs (JSON) over the "
+                        "subscribers file's own")
     parser.add_argument("--status-port", type=int, default=3870, help="HTTP status port, 0: none")
     parser.add_argument("--pidfile", type=Path, help="file to hold our pid while we serve")
     args = parser.parse_args(argv)
@@ -285,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     wakeup = install_signals()  # first: an early SIGHUP must not kill us
     args = parse_args(argv)
     try:
-        subs = Subscribers.load(args.subscribers)
+        subs = Subscribers.load(args.subscribers, args.config)
     except SubscribersError as exc:
         print(f"{PROG}: {exc}", file=sys.stderr, flush=True)
         return 1
@@ -293,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     identity = args.identity or subs.identity or f"hss.{realm}"
     hss = Hss(subs, identity, realm, host_ips=[args.listen], log=log)
     listener = open_listener(args.listen, args.port)
-    server = Server(hss, args.subscribers, args.listen, args.port)
+    server = Server(hss, args.subscribers, args.listen, args.port, args.config)
     httpd = None
     try:
         if args.status_port:

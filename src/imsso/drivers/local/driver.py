@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import glob
 import ipaddress
+import json
 import itertools
 import os
 import shutil
@@ -30,7 +31,9 @@ KAMAILIO_PACKAGES = ("kamailio kamailio-extra-modules kamailio-utils-modules kam
 MODULE_PACKAGES = {"db_sqlite": "kamailio-sqlite-modules", "json": "kamailio-json-modules",
                    "jansson": "kamailio-extra-modules"}
 PROBE_INTERVAL = 0.01  # a refused probe answers at once (ICMP): polling fast costs little
-PID_FILES = {"kamailio": "kamailio.pid", "dns": "dns.pid"}  # written by the programs themselves
+PID_FILES = {"kamailio": "kamailio.pid", "dns": "dns.pid", "hss": "hss.pid"}  # written by the programs
+HSS_DIAMETER_PORT = 3868
+HSS_STATUS_PORT = 3870
 
 
 class LocalDriver:
@@ -62,6 +65,7 @@ class LocalDriver:
     def layout(self, instance: Instance, unit_name: str) -> dict[str, str]:
         return {"unit_dir": str(self.unit_dir(instance, unit_name)),
                 "subscribers_db": str(self.instance_dir(instance) / "subscribers.sqlite"),
+                "hss_subscribers": str(self.instance_dir(instance) / "hss-subscribers.json"),
                 "dns_port": str(self.dns_port),
                 "internal_net": str(self._block(instance)),
                 # Linux sends from 127.0.0.1 to any 127.x address: that is us calling the units.
@@ -147,7 +151,16 @@ class LocalDriver:
             return [sys.executable, "-m", "imsso.dns.server", "--zone", str(folder / "zone.json"),
                     "--listen", plan.address, "--port", str(self.dns_port),
                     "--pidfile", str(folder / PID_FILES["dns"])]
+        if plan.program == "hss":
+            return [sys.executable, "-m", "imsso.hss.server", "--listen", plan.address,
+                    "--port", str(HSS_DIAMETER_PORT), "--config", str(folder / "hss.json"),
+                    "--subscribers", str(self.instance_dir_of(folder) / "hss-subscribers.json"),
+                    "--status-port", str(HSS_STATUS_PORT), "--pidfile", str(folder / PID_FILES["hss"])]
         raise DriverError(f"the local driver cannot run program '{plan.program}' of {plan.name}")
+
+    @staticmethod
+    def instance_dir_of(unit_folder: Path) -> Path:
+        return unit_folder.parent.parent  # <instance>/units/<unit>
 
     def wait_ready(self, instance: Instance, unit: Unit, plan: UnitPlan, deadline: float) -> None:
         folder = self.unit_dir(instance, unit.name)
@@ -174,6 +187,8 @@ class LocalDriver:
         if probe == "dns":
             return probes.dns_query(unit.address, self.dns_port, f"ns.{instance.domain}", "A",
                                     timeout=0.5) is not None
+        if probe == "hss-status":
+            return probes.http_ok(f"http://{unit.address}:{HSS_STATUS_PORT}/status", timeout=0.5)
         raise DriverError(f"unknown probe '{probe}' for {unit.name}")
 
     def changed_files(self, instance: Instance, unit: Unit, plan: UnitPlan) -> list[str]:
@@ -253,6 +268,8 @@ class LocalDriver:
                          ) -> None:
         path = self.instance_dir(instance) / "subscribers.sqlite"
         path.parent.mkdir(parents=True, exist_ok=True)
+        if any(role.program == "hss" for role in profile.roles.values()):
+            self._sync_hss(instance, profile, subscribers)
         schema = profile.extra_files.get("subscribers.sql")
         if schema is None:
             return
@@ -268,6 +285,22 @@ class LocalDriver:
                                wanted)
         except sqlite3.Error as exc:
             raise DriverError(f"could not write the subscriber table of {instance.name}", str(exc)) from exc
+
+    def _sync_hss(self, instance: Instance, profile: Profile, subscribers: list[Subscriber]) -> None:
+        """The HSS's subscriber file, then a SIGHUP to the HSS units that run (no restart)."""
+        path = self.instance_dir(instance) / "hss-subscribers.json"
+        entries = [{"impi": f"{s.user}@{s.domain}", "impus": [s.aor], "password": s.password or None,
+                    "k": s.k or None, "opc": s.opc or None, "amf": "8000", "sqn": 0}
+                   for s in subscribers]
+        text = json.dumps({"realm": instance.domain, "subscribers": entries}, indent=1) + "\n"
+        if _read(path) == text:
+            return
+        _write(path, text)
+        for role in (r for r in profile.roles.values() if r.program == "hss"):
+            for folder in self.instance_dir(instance).glob(f"units/{role.name}-*"):
+                pid = _read_pid(folder / PID_FILES["hss"])
+                if pid and processes.alive(pid, None, f"{folder}/"):
+                    os.kill(pid, signal.SIGHUP)
 
     def check_service(self, instance: Instance, plan: Plan, subscriber: Subscriber | None,
                       deadline: float) -> str:

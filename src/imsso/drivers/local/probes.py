@@ -7,6 +7,7 @@ import socket
 import struct
 import time
 
+import httpx
 from dnslib import QTYPE, DNSError, DNSRecord
 
 RECV_MAX = 65535
@@ -145,3 +146,11 @@ def port_free(address: str, port: int, protocol: str) -> bool:
         except OSError:
             return False
     return True
+
+
+def http_ok(url: str, timeout: float = 1.0) -> bool:
+    """Whether `url` answers 200 within `timeout` (the HSS's status page)."""
+    try:
+        return httpx.get(url, timeout=timeout).status_code == 200
+    except httpx.HTTPError:
+        return False

@@ -116,6 +116,7 @@ def layout(opts: Options, unit_name: str) -> dict[str, str]:
     """Paths inside the server, for the config templates."""
     return {"unit_dir": f"{CONFIG_ROOT}/{unit_name}",
             "subscribers_db": f"{STATE_ROOT}/subscribers.sqlite",
+            "hss_subscribers": f"{STATE_ROOT}/hss-subscribers.json",
             "dns_port": "53",
             "internal_net": opts.cidr,
             "manager_address": opts.manager_address}
