@@ -7,7 +7,8 @@ set -euo pipefail
 DEBIAN_PACKAGES=(
   python3 python3-venv
   kamailio kamailio-extra-modules kamailio-utils-modules kamailio-sqlite-modules
-  kamailio-json-modules sip-tester postgresql procps iproute2 curl
+  kamailio-json-modules kamailio-ims-modules kamailio-presence-modules
+  sip-tester postgresql procps iproute2 curl
 )
 
 missing_packages() {

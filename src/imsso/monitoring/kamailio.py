@@ -19,6 +19,8 @@ STATISTICS = {
     "core.rcv_replies_6xx": "sip.replies_6xx",
     "tmx.active_transactions": "sip.transactions",
     "usrloc.registered_users": "sip.registered_users",
+    "ims_usrloc_scscf.active_impus": "sip.registered_users",      # the 3GPP S-CSCF's registrar
+    "ims_usrloc_pcscf.registered_contacts": "sip.registered_users",  # and the P-CSCF's
     "shmem.used_size": "kamailio.shm_used_bytes",
 }
 

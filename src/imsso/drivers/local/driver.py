@@ -29,7 +29,10 @@ from .kamrpc import KamailioRpc, RpcError
 KAMAILIO_PACKAGES = ("kamailio kamailio-extra-modules kamailio-utils-modules kamailio-sqlite-modules "
                      "kamailio-json-modules")
 MODULE_PACKAGES = {"db_sqlite": "kamailio-sqlite-modules", "json": "kamailio-json-modules",
-                   "jansson": "kamailio-extra-modules"}
+                   "jansson": "kamailio-extra-modules", "presence": "kamailio-presence-modules",
+                   **{m: "kamailio-ims-modules" for m in (
+                       "cdp", "cdp_avp", "ims_auth", "ims_icscf", "ims_ipsec_pcscf", "ims_registrar_pcscf",
+                       "ims_registrar_scscf", "ims_usrloc_pcscf", "ims_usrloc_scscf", "ims_dialog")}}
 PROBE_INTERVAL = 0.01  # a refused probe answers at once (ICMP): polling fast costs little
 PID_FILES = {"kamailio": "kamailio.pid", "dns": "dns.pid", "hss": "hss.pid"}  # written by the programs
 HSS_DIAMETER_PORT = 3868

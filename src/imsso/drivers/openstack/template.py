@@ -30,7 +30,8 @@ LIB_ROOT = "/usr/local/lib/imsso"
 NOTIFY = "__imsso_notify__"  # replaced by Heat with the wait condition's curl command
 PACKAGES = {
     "kamailio": ["kamailio", "kamailio-extra-modules", "kamailio-utils-modules",
-                 "kamailio-sqlite-modules", "kamailio-json-modules", "sqlite3"],
+                 "kamailio-sqlite-modules", "kamailio-json-modules", "kamailio-ims-modules",
+                 "kamailio-presence-modules", "sqlite3"],
     "dns": ["python3", "python3-dnslib"],
 }
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@-]{0,254}$")
