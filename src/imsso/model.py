@@ -182,6 +182,7 @@ class Subscriber:
     password: str    # SIP Digest; "" for a subscriber that authenticates with AKA only
     k: str = ""      # AKA: the USIM's secret key K and the operator key OPc, 32 hex digits each
     opc: str = ""
+    amf: str = "8000"  # AKA: the authentication management field of its vectors, 4 hex digits
 
     @property
     def aor(self) -> str:

@@ -245,8 +245,8 @@ class Service:
         raise NotFound(f"no subscriber '{user}' in instance {instance.name}")
 
     def put_subscriber(self, caller: Caller, ref: str, user: str, password: str | None,
-                       domain: str | None = None, k: str | None = None, opc: str | None = None
-                       ) -> tuple[Subscriber, bool]:
+                       domain: str | None = None, k: str | None = None, opc: str | None = None,
+                       amf: str | None = None) -> tuple[Subscriber, bool]:
         instance = self.get(caller, ref)
         if not USER_RE.match(user or ""):
             raise InvalidInput(f"user '{user}' must be 1-64 of letters, digits and . _ ~ + -")
@@ -257,7 +257,9 @@ class Service:
             if not password or not 8 <= len(password) <= 64:
                 raise InvalidInput("password must have 8 to 64 characters"
                                    + (" (or give k and opc for AKA)" if k is None else ""))
-        sub = Subscriber(instance.id, user, instance.domain, password or "", k, opc)
+        if amf is not None and not re.fullmatch(r"[0-9a-fA-F]{4}", amf):
+            raise InvalidInput("amf must be 4 hexadecimal digits (16 bits), e.g. 8000")
+        sub = Subscriber(instance.id, user, instance.domain, password or "", k, opc, (amf or "8000").lower())
         with self.engine.subscriber_lock(instance.id):
             previous = next((s for s in self.store.subscribers(instance.id) if s.user == user), None)
             created = self.store.put_subscriber(sub)

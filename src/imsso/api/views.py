@@ -90,5 +90,5 @@ def subscriber_json(sub: Subscriber, with_password: bool = False) -> dict[str, A
     if with_password:
         data["password"] = sub.password
         if sub.k:
-            data.update(k=sub.k, opc=sub.opc)
+            data.update(k=sub.k, opc=sub.opc, amf=sub.amf)
     return data

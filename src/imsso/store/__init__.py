@@ -244,7 +244,7 @@ class Store:
         with self.session() as s:
             existing = s.get(SubscriberRow, (sub.instance_id, sub.user, sub.domain))
             s.merge(SubscriberRow(instance_id=sub.instance_id, user=sub.user, domain=sub.domain,
-                                  password=sub.password, k=sub.k, opc=sub.opc))
+                                  password=sub.password, k=sub.k, opc=sub.opc, amf=sub.amf))
             return existing is None
 
     def delete_subscriber(self, instance_id: str, user: str, domain: str) -> bool:
@@ -257,8 +257,8 @@ class Store:
         with self.session() as s:
             rows = s.scalars(sa.select(SubscriberRow).where(SubscriberRow.instance_id == instance_id)
                              .order_by(SubscriberRow.user))
-            return [Subscriber(r.instance_id, r.user, r.domain, r.password, r.k or "", r.opc or "")
-                    for r in rows]
+            return [Subscriber(r.instance_id, r.user, r.domain, r.password, r.k or "", r.opc or "",
+                               r.amf or "8000") for r in rows]
 
 
 def _engine(url: str) -> sa.Engine:

@@ -106,3 +106,4 @@ class SubscriberRow(Base):
     password: Mapped[str] = mapped_column(sa.String(255))
     k: Mapped[str] = mapped_column(sa.String(32), server_default="")
     opc: Mapped[str] = mapped_column(sa.String(32), server_default="")
+    amf: Mapped[str] = mapped_column(sa.String(4), server_default="8000")

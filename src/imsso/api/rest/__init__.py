@@ -50,6 +50,7 @@ class SubscriberIn(BaseModel):
     password: str | None = Field(None, description="SIP Digest password (8-64 characters)")
     k: str | None = Field(None, description="AKA: the USIM's K, 32 hex digits (profiles with an HSS)")
     opc: str | None = Field(None, description="AKA: the operator key OPc, 32 hex digits")
+    amf: str | None = Field(None, description="AKA: the vectors' AMF, 4 hex digits (default 8000)")
 
 
 class TokenRequest(BaseModel):
@@ -168,7 +169,7 @@ def list_subscribers(ref: str, svc: Svc, who: Who) -> list[dict[str, Any]]:
 def add_subscriber(ref: str, body: SubscriberIn, response: Response, svc: Svc, who: Who) -> dict[str, Any]:
     if not body.user:
         raise InvalidInput("user is required")
-    sub, created = svc.put_subscriber(who, ref, body.user, body.password, body.domain, body.k, body.opc)
+    sub, created = svc.put_subscriber(who, ref, body.user, body.password, body.domain, body.k, body.opc, body.amf)
     response.status_code = 201 if created else 200
     response.headers["Location"] = f"/v1/instances/{ref}/subscribers/{sub.user}"
     return views.subscriber_json(sub)
@@ -185,7 +186,7 @@ def put_subscriber(ref: str, user: str, body: SubscriberIn, response: Response, 
                    who: Who) -> dict[str, Any]:
     if body.user and body.user != user:
         raise InvalidInput(f"user in the body ({body.user}) differs from the path ({user})")
-    sub, created = svc.put_subscriber(who, ref, user, body.password, body.domain, body.k, body.opc)
+    sub, created = svc.put_subscriber(who, ref, user, body.password, body.domain, body.k, body.opc, body.amf)
     response.status_code = 201 if created else 200
     return views.subscriber_json(sub)
 

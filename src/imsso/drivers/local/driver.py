@@ -293,7 +293,7 @@ class LocalDriver:
         """The HSS's subscriber file, then a SIGHUP to the HSS units that run (no restart)."""
         path = self.instance_dir(instance) / "hss-subscribers.json"
         entries = [{"impi": f"{s.user}@{s.domain}", "impus": [s.aor], "password": s.password or None,
-                    "k": s.k or None, "opc": s.opc or None, "amf": "8000", "sqn": 0}
+                    "k": s.k or None, "opc": s.opc or None, "amf": s.amf, "sqn": 0}
                    for s in subscribers]
         text = json.dumps({"realm": instance.domain, "subscribers": entries}, indent=1) + "\n"
         if _read(path) == text:
