@@ -3,6 +3,8 @@ and with AKA, a call found by LIR at the I-CSCF, de-registration, an unknown sub
 
 from __future__ import annotations
 
+import os
+import signal
 import zlib
 
 import httpx
@@ -117,3 +119,39 @@ def _check_dns(instance) -> None:
         naptr = probes.dns_query(dns, DNS_PORT, name, "NAPTR")
         assert any("SIP+D2U" in r and f"_sip._udp.{name}" in r for r in naptr), (name, naptr)
         assert probes.dns_query(dns, DNS_PORT, f"_sip._udp.{name}", "SRV"), name
+
+
+def test_ims_scales_p_and_s_cscfs_and_restarts_a_killed_i_cscf(server, tmp_path):
+    api = server.api("imsscale")
+    api.create("core", profile="ims")
+    passwords = {s["user"]: s["password"] for s in api.subscribers("core")}
+
+    def scale(**sizes) -> dict:
+        response = api.patch("/v1/instances/core", json={"sizes": sizes})
+        assert response.status_code == 202, response.text
+        op = api.wait_operation(response.json()["id"])
+        assert op["state"] == "succeeded", (op["error"], op["steps"])
+        return api.get("/v1/instances/core").json()
+
+    grown = scale(pcscf=2, scscf=2)
+    pcscfs = [u["address"] for u in grown["units"] if u["role"] == "pcscf"]
+    assert len(pcscfs) == 2 and len(hss_status(grown)["scscfs"]) == 2
+    for n, pcscf in enumerate(pcscfs):  # either P-CSCF registers a user
+        reg = sipp(tmp_path, pcscf, "register.xml", "alice", passwords["alice"], 5900 + 10 * n, "-m", "1")
+        assert reg.run() == 0, reg.output()
+
+    shrunk = scale(pcscf=1, scscf=1)
+    assert len(hss_status(shrunk)["scscfs"]) == 1
+    pcscf = next(u["address"] for u in shrunk["units"] if u["role"] == "pcscf")
+    reg = sipp(tmp_path, pcscf, "register.xml", "bob", passwords["bob"], 5920, "-m", "1")
+    assert reg.run() == 0, reg.output()
+
+    icscf = next(u for u in shrunk["units"] if u["role"] == "icscf")
+    os.kill(icscf["pid"], signal.SIGKILL)
+    wait_for(lambda: next(u for u in api.get("/v1/instances/core").json()["units"]
+                          if u["name"] == icscf["name"])["state"] == "failed", 20, "the I-CSCF shown failed")
+    op = api.wait_operation(api.post("/v1/instances/core/actions/provision").json()["id"])
+    assert op["state"] == "succeeded", op["error"]
+    reg = sipp(tmp_path, pcscf, "register.xml", "alice", passwords["alice"], 5930, "-m", "1")
+    assert reg.run() == 0, reg.output()
+    assert api.wait_operation(api.delete("/v1/instances/core").json()["id"])["state"] == "succeeded"
