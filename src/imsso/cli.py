@@ -253,7 +253,8 @@ def subscriber_remove(user: str, instance: str = typer.Option("default")) -> Non
 @app.command()
 def up(tenant: str = typer.Option("demo", envvar="IMSSO_TENANT", help="tenant of the default instance"),
        scscf: Optional[int] = typer.Option(None, help="number of S-CSCFs"),
-       profile: Optional[str] = typer.Option(None, help="profile (the server's default if absent)")) -> None:
+       profile: str = typer.Option("ims", help="profile of the default instance: ims (3GPP, with an "
+                                   "HSS) or sip-core (light)")) -> None:
     """Start the service, deploy and provision the default instance, print how to use it, keep serving."""
     settings = _settings()
     client = Client(url=f"http://{settings.listen}", tenant=tenant)
@@ -398,13 +399,17 @@ def _follow(client: Client, op: dict) -> dict:
 def _print_summary(client: Client, instance: dict) -> None:
     pcscf = next((u["address"] for u in instance["units"] if u["role"] == "pcscf"), "?")
     dns = next((u["address"] for u in instance["units"] if u["role"] == "dns"), "?")
+    has_hss = any(u["role"] == "hss" for u in instance["units"])
     table = Table(title=f"IMS '{instance['name']}' is {instance['state']}", show_header=False)
+    table.add_row("profile", instance["profile"])
     table.add_row("P-CSCF", f"sip:{pcscf}:5060 (UDP and TCP)")
     table.add_row("domain", instance["domain"])
     table.add_row("DNS", f"{dns} port 53")
     for sub in client.json("GET", "/v1/instances/default/subscribers"):
         full = client.json("GET", f"/v1/instances/default/subscribers/{sub['user']}")
-        table.add_row("subscriber", f"{full['aor']}  password {full['password']}")
+        # With an HSS, the digest username is the private identity user@domain.
+        user = f"{full['user']}@{full['domain']}" if has_hss else full["user"]
+        table.add_row("subscriber", f"{full['aor']}  password {full['password']}  (username {user})")
     table.add_row("token", client.token)
     table.add_row("tenant", client.tenant)
     out.print(table)

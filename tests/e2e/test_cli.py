@@ -38,12 +38,14 @@ def test_up_commands_and_down(tmp_path):
         assert "active" in imsso("list")
         imsso("subscriber", "add", "carol", "--password", "carol-secret-1")
         assert "sip:carol@ims.test" in imsso("subscriber", "list")
+        assert "profile" in text and "ims" in text and "(username alice@ims.test)" in text
         register = ("register.xml", "carol", "carol-secret-1", "ims.test", "127.154.0.1")
+        impi = ("-au", "carol@ims.test")  # the 3GPP profile's digest username: the private identity
         assert Sipp(tmp_path, pcscf, *register, 5300, "-m", "1", "-key", "expires", "60",
-                    "-recv_timeout", "5000").run() == 0, "a subscriber added live registers at once"
+                    "-recv_timeout", "5000", *impi).run() == 0, "a subscriber added live registers at once"
         imsso("subscriber", "remove", "carol")
         assert Sipp(tmp_path, pcscf, *register, 5310, "-m", "1", "-key", "expires", "60",
-                    "-recv_timeout", "5000").run() != 0, "a removed subscriber is refused at once"
+                    "-recv_timeout", "5000", *impi).run() != 0, "a removed subscriber is refused at once"
 
         assert "scale succeeded" in imsso("scale", "default", "scscf=2")
         shown = imsso("show", "default")
