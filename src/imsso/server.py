@@ -21,6 +21,7 @@ from .engine import Engine
 from .engine.observer import Observer
 from .engine.runtime import Runtime
 from .monitoring import AllowedHosts
+from .monitoring.hss import HssStatus
 from .monitoring.kamailio import KamailioStats
 from .monitoring.process import ProcessUsage
 from .monitoring.prometheus import URL_ATTRIBUTE, PrometheusSource
@@ -82,7 +83,7 @@ class Orchestrator:
         # Kamailio last: its own figures win over the same names from a Prometheus.
         return [AllowedHosts(prometheus, URL_ATTRIBUTE, hosts, _as_url),
                 AllowedHosts(zabbix, ENDPOINT_ATTRIBUTE, hosts, api_url),
-                ProcessUsage(self._alive), KamailioStats(call, program)]
+                ProcessUsage(self._alive), HssStatus(program), KamailioStats(call, program)]
 
     def _alive(self, instance, unit) -> bool:
         return self.drivers[instance.driver].is_alive(instance, unit)

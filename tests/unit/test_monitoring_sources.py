@@ -483,3 +483,14 @@ def test_a_tenant_named_address_is_reached_only_when_the_operator_allowed_it():
     assert sample("160.85.4.50") == {} and sample("http://169.254.169.254/") == {}
     assert sample("") == {"scscf-1": {"x": 1.0}}  # no address named: the source's own default
     assert inner.asked == 3
+
+
+def test_the_hss_status_page_gives_diameter_figures():
+    from imsso.monitoring.hss import parse
+
+    status = {"requests_total": 42, "latency_ms": {"avg": 0.4, "p99": 1.2, "max": 3.0},
+              "registered_impus": 3, "subscribers": 5, "requests": {"UAR": {"DIAMETER_SUCCESS": 4}}}
+    assert parse(status) == {"diameter.requests": 42.0, "diameter.latency_avg_ms": 0.4,
+                             "diameter.latency_p99_ms": 1.2, "ims.registered_impus": 3.0,
+                             "ims.subscribers": 5.0}
+    assert parse({}) == {}

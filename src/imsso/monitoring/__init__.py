@@ -26,7 +26,8 @@ class Source(Protocol):
 
 # Counters: rates are derived from them; everything else is a gauge.
 COUNTERS = {"sip.registers", "sip.requests", "sip.replies_1xx", "sip.replies_2xx", "sip.replies_3xx",
-            "sip.replies_4xx", "sip.replies_5xx", "sip.replies_6xx", "process.cpu_seconds"}
+            "sip.replies_4xx", "sip.replies_5xx", "sip.replies_6xx", "process.cpu_seconds",
+            "diameter.requests"}
 
 
 def rates(previous: Figures, current: Figures, seconds: float) -> Figures:
