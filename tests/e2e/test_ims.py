@@ -155,3 +155,14 @@ def test_ims_scales_p_and_s_cscfs_and_restarts_a_killed_i_cscf(server, tmp_path)
     reg = sipp(tmp_path, pcscf, "register.xml", "alice", passwords["alice"], 5930, "-m", "1")
     assert reg.run() == 0, reg.output()
     assert api.wait_operation(api.delete("/v1/instances/core").json()["id"])["state"] == "succeeded"
+
+
+def test_ims_without_test_subscribers_is_ready_on_the_hss_answer(server):
+    api = server.api("imsbare")
+    instance = api.create("core", profile="ims", attributes={"imsso.test_subscribers": False})
+    assert instance["state"] == "active" and api.subscribers("core") == []
+    ops = api.get("/v1/instances/core/operations").json()
+    provision = next(o for o in ops if o["kind"] == "provision")
+    readiness = next(s for s in provision["steps"] if s["name"] == "readiness through the P-CSCF")
+    assert "refused (403)" in readiness["detail"]
+    assert api.wait_operation(api.delete("/v1/instances/core").json()["id"])["state"] == "succeeded"

@@ -22,7 +22,8 @@ class RegisterResult:
 
 
 def register(proxy: str, port: int, domain: str, user: str, password: str | None) -> RegisterResult:
-    """With a password: 401 then 200 is ok. Without: a 401 challenge is ok (the path works)."""
+    """With a password: 401 then 200 is ok. Without: a 401 challenge (or, with an HSS, a 403 for the
+    unknown probe identity) is ok: the path works."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind(("127.0.0.1", 0))
         sock.settimeout(TIMEOUT)
@@ -31,6 +32,11 @@ def register(proxy: str, port: int, domain: str, user: str, password: str | None
         if first is None:
             return RegisterResult(False, f"no answer from {proxy}:{port}")
         status, headers = first
+        if password is None and status == 403:
+            # With an HSS, an unknown identity is refused at the I-CSCF once the HSS said so:
+            # P-CSCF, I-CSCF and HSS answered, which is what can be proven without a subscriber.
+            return RegisterResult(True, f"REGISTER {user}@{domain} refused (403) through {proxy}: "
+                                        "the registration path and the HSS answer")
         if status != 401:
             return RegisterResult(False, f"REGISTER {user}@{domain} got {status}, expected 401")
         if password is None:
