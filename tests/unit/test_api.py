@@ -445,11 +445,12 @@ def test_json_subscribers(client, acme, orch: Orchestrator):
     r = client.post(base, headers=acme, json={"user": "carol", "password": "carol-secret-1"})
     assert r.status_code == 201, r.text
     assert r.headers["Location"] == f"{base}/carol"
-    assert r.json() == {"user": "carol", "domain": "ims.test", "aor": "sip:carol@ims.test", "auth": ["digest"]}
+    carol = {"user": "carol", "domain": "ims.test", "aor": "sip:carol@ims.test", "impi": "carol@ims.test",
+             "impu": "sip:carol@ims.test", "auth": ["digest"]}
+    assert r.json() == carol
     assert orch.driver.subscribers[instance_id] == ["carol"]  # pushed to the units at once
 
-    assert client.get(base, headers=acme).json() == [
-        {"user": "carol", "domain": "ims.test", "aor": "sip:carol@ims.test", "auth": ["digest"]}]
+    assert client.get(base, headers=acme).json() == [carol]
     assert client.get(f"{base}/carol", headers=acme).json()["password"] == "carol-secret-1"
 
     r = client.put(f"{base}/carol", headers=acme, json={"password": "carol-secret-2"})

@@ -85,7 +85,9 @@ def event_json(event: Event) -> dict[str, Any]:
 
 
 def subscriber_json(sub: Subscriber, with_password: bool = False) -> dict[str, Any]:
+    # impi/impu: the private and public identities an HSS knows the subscriber by.
     data: dict[str, Any] = {"user": sub.user, "domain": sub.domain, "aor": sub.aor,
+                            "impi": f"{sub.user}@{sub.domain}", "impu": sub.aor,
                             "auth": [a for a, has in (("digest", sub.password), ("aka", sub.k)) if has]}
     if with_password:
         data["password"] = sub.password
