@@ -79,6 +79,8 @@ def test_sip_load_scales_out_then_back_in_after_the_cooldown(live, tmp_path):
     assert down["data"]["value"] < 1
     events = [e["message"] for e in api.get("/v1/instances/auto/events").json()]
     assert any("drain scscf-2" in m for m in events)  # left routing before it stopped
+    # The scale-in may still be finishing (the unit is gone, the configs are being pushed).
+    wait_for(lambda: not api.get("/v1/instances/auto").json()["current_operation"], 30, "the scale-in")
     assert api.wait_operation(api.delete("/v1/instances/auto").json()["id"])["state"] == "succeeded"
 
 
