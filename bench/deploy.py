@@ -135,17 +135,19 @@ def first_register(proxy: str, domain: str, deadline: float, aborted) -> float:
 class Server:
     """One `imsso serve` with its own data folder, listen address and address pool."""
 
-    def __init__(self, data_dir: Path):
+    def __init__(self, data_dir: Path, listen: str = LISTEN, pool: str = POOL, dns_port: int = DNS_PORT,
+                 env: dict[str, str] | None = None):
         self.data_dir = data_dir
-        self.url = f"http://{LISTEN}"
-        self.env = {**os.environ, "IMSSO_DATA_DIR": str(data_dir), "IMSSO_LISTEN": LISTEN,
-                    "IMSSO_ADDRESS_POOL": POOL, "IMSSO_DNS_PORT": str(DNS_PORT)}
+        self.listen = listen
+        self.url = f"http://{listen}"
+        self.env = {**os.environ, "IMSSO_DATA_DIR": str(data_dir), "IMSSO_LISTEN": listen,
+                    "IMSSO_ADDRESS_POOL": pool, "IMSSO_DNS_PORT": str(dns_port), **(env or {})}
         self.proc: subprocess.Popen | None = None
         self.api: httpx.Client | None = None
 
     def start(self) -> None:
         if self._healthy():
-            raise BenchError(f"something already answers on {LISTEN}: stop it first")
+            raise BenchError(f"something already answers on {self.listen}: stop it first")
         self.data_dir.mkdir(parents=True)
         with open(self.data_dir / "serve.log", "ab") as log:
             # its own session: a Ctrl-C reaches this script only, which then disposes through the API
@@ -153,7 +155,7 @@ class Server:
                                          stdout=log, stderr=log, stdin=subprocess.DEVNULL,
                                          start_new_session=True)
         wait_for(lambda: self._healthy() or self.proc.poll() is not None, SERVER_START_TIMEOUT,
-                 f"imsso serve on {LISTEN}")
+                 f"imsso serve on {self.listen}")
         if self.proc.poll() is not None:
             raise BenchError(f"imsso serve exited {self.proc.returncode}: see {self.data_dir}/serve.log")
         self.api = httpx.Client(base_url=self.url, timeout=30,

@@ -82,6 +82,9 @@ from pathlib import Path
 import httpx
 import psutil
 
+import deploy  # the same `imsso serve` handling (bench/ is this script's folder on sys.path)
+from deploy import BenchError, _expect
+
 ROOT = Path(__file__).resolve().parents[1]
 SCENARIO = ROOT / "tests" / "e2e" / "scenarios" / "register.xml"
 LISTEN = "127.0.0.1:8064"
@@ -98,8 +101,6 @@ RECV_TIMEOUT_MS = 5000
 SAMPLE_EVERY = 0.25
 SETTLE_MAX, QUICK_SETTLE_MAX = 5.0, 2.0
 SETTLE_IN_USE = 3   # transactions in use per Kamailio unit when idle (dispatcher pings), at most
-OPERATION_TIMEOUT = 180.0
-SERVER_START_TIMEOUT = 30.0
 MiB = 1024 * 1024
 
 DIAMETER_PORT = 3868
@@ -115,83 +116,20 @@ KAMAILIO_ROLES = ("pcscf", "icscf", "scscf")
 SIPPS: list[subprocess.Popen] = []  # running sipp processes, killed by the cleanup
 
 
-class BenchError(Exception):
-    pass
-
-
-def wait_for(predicate, timeout: float, what: str, interval: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise BenchError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
-
-
-# ------------------------------------------------------------------ imsso, as a user runs it
-
-class Server:
-    """One `imsso serve` with its own data folder, listen address and address pool."""
+class Server(deploy.Server):
+    """bench/deploy.py's `imsso serve`, here without the runtime loop (no policy scales an S-CSCF
+    under the load), and with a short form of its JSON calls."""
 
     def __init__(self, data_dir: Path):
-        self.data_dir = data_dir
-        self.url = f"http://{LISTEN}"
-        self.env = {**os.environ, "IMSSO_DATA_DIR": str(data_dir), "IMSSO_LISTEN": LISTEN,
-                    "IMSSO_ADDRESS_POOL": POOL, "IMSSO_DNS_PORT": str(DNS_PORT),
-                    "IMSSO_RUNTIME_INTERVAL": "0"}
-        self.proc: subprocess.Popen | None = None
-        self.api: httpx.Client | None = None
-
-    def start(self) -> None:
-        if self._healthy():
-            raise BenchError(f"something already answers on {LISTEN}: stop it first")
-        self.data_dir.mkdir(parents=True)
-        with open(self.data_dir / "serve.log", "ab") as log:
-            # its own session: a Ctrl-C reaches this script only, which then disposes through the API
-            self.proc = subprocess.Popen([sys.executable, "-m", "imsso", "serve"], env=self.env,
-                                         stdout=log, stderr=log, stdin=subprocess.DEVNULL,
-                                         start_new_session=True)
-        wait_for(lambda: self._healthy() or self.proc.poll() is not None, SERVER_START_TIMEOUT,
-                 f"imsso serve on {LISTEN}")
-        if self.proc.poll() is not None:
-            raise BenchError(f"imsso serve exited {self.proc.returncode}: see {self.data_dir}/serve.log")
-        self.api = httpx.Client(base_url=self.url, timeout=30,
-                                headers={"X-Auth-Token": self._token(), "X-Tenant-Name": TENANT})
-
-    def _healthy(self) -> bool:
-        try:
-            return httpx.get(self.url + "/v1/health", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    def _token(self) -> str:
-        admin = (self.data_dir / "admin.token").read_text().strip()
-        response = httpx.post(self.url + "/v1/tokens", json={"tenant": TENANT},
-                              headers={"X-Auth-Token": admin}, timeout=10)
-        _expect(response, 201)
-        return response.json()["token"]
+        super().__init__(data_dir, LISTEN, POOL, DNS_PORT, {"IMSSO_RUNTIME_INTERVAL": "0"})
 
     def call(self, method: str, path: str, status: int, **kwargs):
         response = self.api.request(method, path, **kwargs)
         _expect(response, status)
         return response.json() if response.content else None
 
-    def wait_operations(self, op_id: str) -> None:
-        """Wait for `op_id` and the ones chained after it; raise if one failed."""
-        while op_id:
-            op = wait_for(lambda op_id=op_id: _ended(self.call("GET", f"/v1/operations/{op_id}", 200)),
-                          OPERATION_TIMEOUT, f"operation {op_id}")
-            if op["state"] != "succeeded":
-                raise BenchError(f"{op['kind']} failed: {op['error']}")
-            op_id = op["params"].get("followed_by")
-
-    def dispose(self, name: str) -> None:
-        self.wait_operations(self.call("DELETE", f"/v1/instances/{name}", 202)["id"])
-
     def dispose_all(self) -> int:
-        live = [i for i in self.call("GET", "/v1/instances", 200) if i["state"] != "disposed"]
+        live = self.live_instances()
         for instance in live:
             if instance["current_operation"]:
                 try:
@@ -200,31 +138,6 @@ class Server:
                     pass  # a failed operation still leaves an instance dispose accepts
             self.dispose(instance["name"])
         return len(live)
-
-    def log_tail(self, lines: int = 20) -> str:
-        log = self.data_dir / "serve.log"
-        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:]) if log.exists() else ""
-
-    def stop(self) -> None:
-        if self.api:
-            self.api.close()
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-
-
-def _expect(response: httpx.Response, status: int) -> None:
-    if response.status_code != status:
-        raise BenchError(f"{response.request.method} {response.request.url.path}: "
-                         f"{response.status_code} {response.text[:300]}")
-
-
-def _ended(op: dict) -> dict | None:
-    return op if op["state"] in ("succeeded", "failed") else None
 
 
 # ------------------------------------------------------------------ targets and subscribers
