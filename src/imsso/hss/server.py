@@ -48,11 +48,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+# The unit programs' process handling lives in the DNS server, which must stay one file (it is
+# copied as it is onto servers by the openstack driver).
+from ..dns.server import STOP_SIGNALS, install_signals, remove_pidfile, write_pidfile
 from .cx import Hss, Subscribers, SubscribersError
 from .diameter import DiameterError, Framer, FramingError, decode, encode
 
 PROG = "imsso-hss"
-STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 RECV_BYTES = 65536
 
 
@@ -221,31 +223,6 @@ def status_server(server: Server, address: str, port: int) -> ThreadingHTTPServe
 
 
 # ---- process ----
-
-def install_signals() -> int:
-    """Route SIGHUP/SIGTERM/SIGINT to a pipe read by the main loop, so they never interrupt an answer."""
-    rfd, wfd = os.pipe()
-    os.set_blocking(rfd, False)
-    os.set_blocking(wfd, False)
-    signal.set_wakeup_fd(wfd, warn_on_full_buffer=False)
-    for signum in (signal.SIGHUP, *STOP_SIGNALS):
-        signal.signal(signum, lambda *_: None)
-    return rfd
-
-
-def write_pidfile(path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(f"{os.getpid()}\n")
-    tmp.replace(path)  # readers never see a half-written file
-
-
-def remove_pidfile(path: Path) -> None:
-    try:
-        if path.read_text().strip() == str(os.getpid()):
-            path.unlink()
-    except OSError:
-        pass
-
 
 def open_listener(address: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
