@@ -20,6 +20,7 @@ from .model import (Conflict, Event, Instance, InstanceState, InvalidInput, NotF
                     Unit)
 from .store import Store
 
+DECISIONS_LOOKED_AT = 100  # per GET: verdicts are told on change, so the last ones of each policy
 HEX32_RE = re.compile(r"^[0-9a-fA-F]{32}$")
 NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 USER_RE = re.compile(r"^[A-Za-z0-9._~+-]{1,64}$")
@@ -223,11 +224,12 @@ class Service:
         return self.figures(instance.id) if self.figures else {}
 
     def decisions(self, instance: Instance) -> dict[str, str]:
-        """The last decision told per policy (and for healing), newest wins."""
+        """The last decision told per policy (and for healing), from the newest events only."""
         latest: dict[str, str] = {}
-        for event in self.store.events(instance.id, kind="decision"):
-            latest[event.data.get("policy") or ("heal" if event.message.startswith("heal") else "other")] = \
-                event.message
+        for event in self.store.events(instance.id, kind="decision", limit=DECISIONS_LOOKED_AT,
+                                       newest_first=True):
+            key = event.data.get("policy") or ("heal" if event.message.startswith("heal") else "other")
+            latest.setdefault(key, event.message)
         return latest
 
     def _submit(self, instance: Instance, kind: OperationKind, params: dict[str, Any]) -> Operation:

@@ -523,3 +523,12 @@ def test_a_subscriber_the_units_could_not_get_is_not_kept(orch: Orchestrator):
     with pytest.raises(Exception, match="disk full"):
         orch.service.delete_subscriber(orch.caller(), "core", "carol")
     assert [s.user for s in orch.service.subscribers(orch.caller(), "core")] == ["alice", "bob", "carol"]
+
+
+def test_the_last_decision_per_policy_is_shown_however_many_came_before(orch: Orchestrator):
+    instance, _ = deploy_new(orch)
+    for n in range(1200):
+        orch.store.add_event(instance.id, "decision", f"scscf-in: no action {n}", {"policy": "scscf-in"})
+    orch.store.add_event(instance.id, "decision", "heal: scscf-1 died: replacing scscf-1", {})
+    shown = orch.service.decisions(orch.store.get_instance(instance.id))
+    assert shown == {"scscf-in": "scscf-in: no action 1199", "heal": "heal: scscf-1 died: replacing scscf-1"}

@@ -229,13 +229,14 @@ class Store:
             s.flush()
             return _event(row)
 
-    def events(self, instance_id: str, since: int = 0, limit: int = 1000, kind: str | None = None
-               ) -> list[Event]:
+    def events(self, instance_id: str, since: int = 0, limit: int = 1000, kind: str | None = None,
+               newest_first: bool = False) -> list[Event]:
         with self.session() as s:
             query = sa.select(EventRow).where(EventRow.instance_id == instance_id, EventRow.id > since)
             if kind:
                 query = query.where(EventRow.kind == kind)
-            rows = s.scalars(query.order_by(EventRow.id).limit(limit))
+            order = EventRow.id.desc() if newest_first else EventRow.id
+            rows = s.scalars(query.order_by(order).limit(limit))
             return [_event(r) for r in rows]
 
     # subscribers
