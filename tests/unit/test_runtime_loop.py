@@ -476,3 +476,11 @@ def test_a_heal_comes_before_a_scale(rig: Rig):
 
 def test_module_constants_are_those_documented():
     assert (rt.HEAL_AFTER, rt.HEAL_BACKOFF, rt.HEAL_LIMIT, rt.HEAL_HORIZON) == (3, 2.0, 3, 600.0)
+
+
+def test_only_the_history_the_policies_look_at_is_kept(rig: Rig):
+    rig.tick(LOW, times=200)
+    longest = max(float(v) for k, v in POLICIES.items() if k.endswith(".window"))
+    kept = rig.runtime.watches[rig.instance.id].samples
+    assert len(kept) <= longest + 3  # the longest window, plus two intervals of slack, at 1 s
+    assert kept[-1][0] - kept[0][0] <= longest + 2

@@ -33,6 +33,7 @@ class Watch:
     """What the loop remembers of one instance."""
 
     samples: collections.deque = field(default_factory=lambda: collections.deque(maxlen=4000))
+    horizon: float = 60.0  # seconds of samples kept: the longest window of the instance's policies
     raw: tuple[float, Figures] | None = None      # the last counters, for rates
     sizes: dict[str, int] = field(default_factory=dict)
     scaled_at: dict[str, float] = field(default_factory=dict)   # role -> when its size last changed
@@ -108,6 +109,8 @@ class Runtime:
         watch.raw = (now, raw)
         watch.latest = figures
         watch.samples.append((now, figures))
+        while watch.samples[0][0] < now - watch.horizon:  # every unit's figures: keep only what counts
+            watch.samples.popleft()
         for role, size in instance.sizes.items():
             if watch.sizes.get(role) != size:  # a scale (ours or a user's), or the first look
                 watch.scaled_at[role] = now
@@ -129,6 +132,7 @@ class Runtime:
             self._tell(instance, watch, "policies", "invalid", f"policies not applied: {exc}", {})
             return
         now = self.clock()
+        watch.horizon = max((p.window for p in policies), default=0.0) + 2 * self.interval
         for pol in policies:
             role = prof.role(pol.role)
             lo, hi = policy.bounds(pol.role, role.min, role.max, instance.attributes)
