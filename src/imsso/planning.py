@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 
 import jinja2
+import jinja2.sandbox
 
+from . import unitkeys
 from .model import Instance, Unit
 from .profiles import Port, Profile
 
@@ -141,7 +143,9 @@ def _order(profile: Profile, role: str) -> int:
 
 
 def _environment(profile: Profile) -> jinja2.Environment:
-    return jinja2.Environment(loader=jinja2.DictLoader(profile.templates),
+    # Sandboxed: a profile is data, and its templates must not reach Python internals
+    # (`__class__`, `__globals__`...) in the orchestrator's process.
+    return jinja2.sandbox.SandboxedEnvironment(loader=jinja2.DictLoader(profile.templates),
                               undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
                               autoescape=False)
 
@@ -171,6 +175,16 @@ def _context(instance: Instance, unit: Unit, role, all_units: list[Unit], routin
         "sip_port": SIP_PORT,
         "http_port": HTTP_PORT,
         "auth_secret": instance.secret,
+        # management (JSON-RPC): the config keeps only the hash of "Bearer <this unit's key>"
+        "mgmt_bearer_sha256": unitkeys.sha256(unitkeys.bearer(
+            unitkeys.management_key(instance.secret, unit.name))),
+        # in-instance SIP trust: the sender holds the key, a checker needs only its hash
+        "dmq_header": unitkeys.DMQ_HEADER,
+        "dmq_key": unitkeys.dmq_key(instance.secret),
+        "dmq_key_sha256": unitkeys.sha256(unitkeys.dmq_key(instance.secret)),
+        "term_header": unitkeys.TERM_HEADER,
+        "term_key": unitkeys.term_key(instance.secret),
+        "term_key_sha256": unitkeys.sha256(unitkeys.term_key(instance.secret)),
         "shm_mb": role.shm_mb,
         "children": role.children,
         "roles": roles,                                         # every unit, by role

@@ -259,6 +259,10 @@ class Service:
             if not password or not 8 <= len(password) <= 64:
                 raise InvalidInput("password must have 8 to 64 characters"
                                    + (" (or give k and opc for AKA)" if k is None else ""))
+            if not password.isascii() or not password.isprintable():
+                # it travels in SQL, JSON and cloud-init files: printable ASCII only
+                raise InvalidInput("password must be printable ASCII (letters, digits, punctuation "
+                                   "and space): no control or non-ASCII characters")
         if amf is not None and not re.fullmatch(r"[0-9a-fA-F]{4}", amf):
             raise InvalidInput("amf must be 4 hexadecimal digits (16 bits), e.g. 8000")
         sub = Subscriber(instance.id, user, instance.domain, password or "", k, opc, (amf or "8000").lower())

@@ -33,6 +33,8 @@ def check_headers(token: str | None, tenant: str | None) -> tuple[str, str]:
         raise InvalidInput("missing X-Tenant-Name header: name the tenant the token belongs to")
     if len(tenant) > TENANT_MAX:
         raise InvalidInput(f"X-Tenant-Name is longer than {TENANT_MAX} characters")
+    if not tenant.isprintable():
+        raise InvalidInput("X-Tenant-Name must be printable characters (no control characters)")
     return token, tenant
 
 

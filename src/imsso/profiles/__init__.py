@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,8 @@ from ..model import InvalidInput, NotFound
 from ..policy import Policy, parse
 
 BUILTIN_DIR = Path(__file__).parent
+# A profile name is a folder name and nothing more: no separators, no dots in front, no "..".
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
 
 @dataclass(frozen=True)
@@ -72,12 +75,18 @@ def profiles_dirs() -> list[Path]:
 def available() -> list[str]:
     names: set[str] = set()
     for base in profiles_dirs():
-        names.update(p.parent.name for p in base.glob("*/profile.yaml"))
+        names.update(p.parent.name for p in base.glob("*/profile.yaml") if NAME_RE.match(p.parent.name))
     return sorted(names)
 
 
 def load(name: str) -> Profile:
-    """The profile, read once per process: an edited profile takes effect at the next start."""
+    """The profile, read once per process: an edited profile takes effect at the next start.
+
+    The name often comes from a tenant (JSON `profile`, OCCI `imsso.profile`): it is checked
+    against a strict pattern (a plain folder name) before any path is built from it."""
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        shown = name if isinstance(name, str) and name.isprintable() and len(name) <= 64 else "(not shown)"
+        raise NotFound(f"unknown profile '{shown}' (available: {', '.join(available())})")
     return _load(name, tuple(profiles_dirs()))
 
 
