@@ -26,6 +26,12 @@ RUNTIME_PREFIXES = ("imsso.policy.", "imsso.scale.")  # policy figures and bound
 DOMAIN_RE = re.compile(r"^(?=.{1,200}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
 ENDPOINT_RE = re.compile(r"^mcn\.endpoint\.[a-z0-9-]+\.[a-z0-9-]+\.(public|private)$")
 
+# OCCI's attribute-name grammar (GFD.185), checked whole: dot-separated lowercase components.
+ATTRIBUTE_NAME_RE = re.compile(r"^(?=.{1,255}$)[a-z][a-z0-9_-]*(\.[a-z][a-z0-9_-]*)*$")
+MAX_VALUE = 8 * 1024  # characters of one attribute value, as the OCCI parser bounds it
+# Controls but tab, and the Unicode line breaks: a value holding one could end a rendered line.
+CONTROL_RE = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
+
 ACCEPTED = ("inputs under mcn. (e.g. mcn.endpoint.maas), imsso.size.<role>, imsso.test_subscribers, "
             "imsso.os.<option> (driver openstack), imsso.policy.<policy>.<field>, "
             "imsso.scale.<role>.min|max, and at creation imsso.profile, imsso.driver, "
@@ -49,6 +55,7 @@ def split(attributes: dict[str, Any]) -> Changes:
     """Sort attributes into changes; refuse outputs and unknown names with what is accepted."""
     changes = Changes()
     for name, value in attributes.items():
+        check_attribute(name, value)
         if name in OUTPUT_NAMES or name.startswith(OUTPUT_PREFIXES) or ENDPOINT_RE.match(name):
             raise InvalidInput(f"attribute {name} is set by the orchestrator and cannot be changed",
                                {"attribute": name})
@@ -63,6 +70,24 @@ def split(attributes: dict[str, Any]) -> Changes:
         else:
             raise InvalidInput(f"unknown attribute {name}: accepted are {ACCEPTED}", {"attribute": name})
     return changes
+
+
+def check_attribute(name: Any, value: Any) -> None:
+    """Any face's attribute: a whole OCCI name and a bounded scalar of printable text."""
+    if not isinstance(name, str) or not ATTRIBUTE_NAME_RE.match(name):
+        shown = repr(name)[:80]
+        raise InvalidInput(f"attribute name {shown} is not an OCCI attribute name: dot-separated parts "
+                           "of lowercase letters, digits, '_' and '-', each starting with a letter, "
+                           "at most 255 characters (e.g. mcn.endpoint.maas)", {"attribute": shown})
+    if value is None or isinstance(value, (dict, list, tuple)):
+        raise InvalidInput(f"attribute {name} must be a string, a number or true/false",
+                           {"attribute": name})
+    if isinstance(value, str):
+        if len(value) > MAX_VALUE:
+            raise InvalidInput(f"attribute {name} is longer than {MAX_VALUE} characters", {"attribute": name})
+        if CONTROL_RE.search(value):
+            raise InvalidInput(f"attribute {name} holds a control character: values are printable text",
+                               {"attribute": name})
 
 
 def check_sizes(profile: Profile, sizes: dict[str, int]) -> None:

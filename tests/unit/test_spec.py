@@ -155,3 +155,22 @@ def test_a_bad_domain_is_refused_with_an_example(bad):
         spec.check_domain(bad)
     assert "is not a DNS domain name" in err.value.message
     assert "ims.example.org" in err.value.message
+
+
+@pytest.mark.parametrize("name", ["mcn.x\nX-OCCI-Attribute: occi.mcn.stack.state", 'mcn.x"', "mcn.x=1",
+                                  "mcn..x", "mcn.X", "mcn.1x", "mcn.x;y", "", "m" * 256, 7])
+def test_attribute_names_are_checked_whole(name):
+    with pytest.raises(InvalidInput) as refused:
+        spec.split({name: "v"})
+    assert "not an OCCI attribute name" in refused.value.message
+
+
+@pytest.mark.parametrize("value", ["a\nb", "a\rb", "a\x00b", "a\u2028b", "x" * 8193, None, {"a": 1}, [1]])
+def test_attribute_values_are_bounded_printable_scalars(value):
+    with pytest.raises(InvalidInput) as refused:
+        spec.split({"mcn.endpoint.maas": value})
+    assert "mcn.endpoint.maas" in refused.value.message
+
+
+def test_attribute_values_may_hold_quotes_tabs_and_text():
+    assert spec.split({"mcn.note": 'say "hi"\tthere \\ é'}).attributes == {"mcn.note": 'say "hi"\tthere \\ é'}
