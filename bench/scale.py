@@ -38,7 +38,7 @@ from pathlib import Path
 import httpx
 
 from imsso.drivers.local import probes
-from imsso.drivers.local.kamrpc import KamailioRpc, RpcError
+from imsso.drivers.local.kamrpc import KamailioRpc, RpcError, local_key
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENARIO = ROOT / "tests" / "e2e" / "scenarios" / "register.xml"
@@ -140,7 +140,8 @@ class Bench:
 
 def registers(address: str) -> float:
     try:
-        return float(KamailioRpc(address).call("stats.fetch", "all").get("core.rcv_requests_register", 0))
+        stats = KamailioRpc(address, key=local_key(address)).call("stats.fetch", "all")
+        return float(stats.get("core.rcv_requests_register", 0))
     except (RpcError, ValueError, AttributeError):
         return 0.0
 

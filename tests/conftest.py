@@ -9,6 +9,7 @@ import pytest
 
 import pg  # tests/pg.py: finds or starts PostgreSQL
 from imsso.store import Store
+from imsso.vault import Vault
 
 # --- databases ------------------------------------------------------------------------------------
 #   postgres_url  (session)  a PostgreSQL server: $IMSSO_TEST_POSTGRES_URL, or a private one
@@ -45,8 +46,8 @@ def store_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
 
 
 @pytest.fixture
-def store(store_url: str) -> Iterator[Store]:
-    s = Store(store_url)
+def store(store_url: str, tmp_path) -> Iterator[Store]:
+    s = Store(store_url, Vault(tmp_path / "secrets.key"))
     s.migrate()
     yield s
     s.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -13,7 +14,7 @@ from typing import Any
 import httpx
 import psutil
 
-from imsso.drivers.local.kamrpc import KamailioRpc, RpcError
+from imsso.drivers.local.kamrpc import KamailioRpc, RpcError, local_key
 from polling import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -143,8 +144,17 @@ class Api:
         return self.client.get(f"/v1/instances/{name}").json()
 
     def subscribers(self, name: str) -> list[dict[str, Any]]:
-        subs = self.client.get(f"/v1/instances/{name}/subscribers").json()
-        return [self.client.get(f"/v1/instances/{name}/subscribers/{s['user']}").json() for s in subs]
+        """The instance's digest subscribers, each with a password set here through PUT (as
+        `imsso up` does: the API never gives a password back)."""
+        subs = []
+        for sub in self.client.get(f"/v1/instances/{name}/subscribers").json():
+            if sub["auth"] == ["digest"]:
+                password = f"pw-{sub['user']}-{secrets.token_hex(4)}"
+                put = self.client.put(f"/v1/instances/{name}/subscribers/{sub['user']}",
+                                      json={"password": password})
+                assert put.status_code == 200, put.text
+                subs.append({**put.json(), "password": password})
+        return subs
 
 
 class Sipp:
@@ -199,7 +209,12 @@ class Sipp:
 def in_location(scscf_address: str, text: str) -> bool:
     """Whether the S-CSCF's location table (ul.dump over its JSON-RPC) mentions `text`."""
     try:
-        dump = KamailioRpc(scscf_address).call("ul.dump")
+        dump = unit_rpc(scscf_address).call("ul.dump")
     except RpcError:
         return False
     return text in json.dumps(dump)
+
+
+def unit_rpc(address: str) -> KamailioRpc:
+    """The management RPC of the local unit on `address`, with its key (read from its folder)."""
+    return KamailioRpc(address, key=local_key(address))

@@ -1,8 +1,10 @@
-"""The `imsso` command. Everything but `serve` talks to the API over HTTP, never to the store."""
+"""The `imsso` command. Everything but `serve` and `secrets rotate` (which works on this machine's
+data folder and database) talks to the API over HTTP, never to the store."""
 
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -16,7 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .config import Settings
+from .config import Settings, private_dir
 
 app = typer.Typer(help="IMS Service Orchestrator: deploy, watch, scale and dispose of IMS cores.",
                   no_args_is_help=True, add_completion=False)
@@ -24,6 +26,8 @@ token_app = typer.Typer(help="Tokens for the API.", no_args_is_help=True)
 subs_app = typer.Typer(help="Subscribers of an instance.", no_args_is_help=True)
 app.add_typer(token_app, name="token")
 app.add_typer(subs_app, name="subscriber")
+secrets_app = typer.Typer(help="The key that seals subscribers' secrets in the database.", no_args_is_help=True)
+app.add_typer(secrets_app, name="secrets")
 out = Console()
 err = Console(stderr=True)
 SERVER_START_TIMEOUT = 30.0
@@ -122,6 +126,33 @@ def token_issue(tenant: str = typer.Option(..., help="the tenant the token acts 
     except ApiError as exc:
         _fail(str(exc))
     print(body["token"])
+
+
+@secrets_app.command("rotate")
+def secrets_rotate(data_dir: Optional[Path] = typer.Option(None, help="state folder (IMSSO_DATA_DIR)"),
+                   database_url: Optional[str] = typer.Option(None, help="SQLAlchemy URL (IMSSO_DATABASE_URL)")
+                   ) -> None:
+    """A new key seals every subscriber secret again, then the old key leaves the key file
+    (IMSSO_SECRETS_KEY_FILE, <data dir>/secrets.key). It may run beside this machine's `imsso serve`,
+    which reads the key file again when it changes; run it again if it was interrupted."""
+    from .model import OrchestratorError
+    from .store import Store
+    from .vault import Vault
+
+    settings = _settings(data_dir=data_dir, database_url=database_url)
+    url = settings.database_url
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
+        _fail(f"no database at {url.removeprefix('sqlite:///')}: nothing to rotate "
+              "(set IMSSO_DATA_DIR or IMSSO_DATABASE_URL to the service's)")
+    store = Store(url, Vault(settings.secrets_key_file))
+    try:
+        store.migrate()
+        count = store.rotate_secrets()
+    except OrchestratorError as exc:
+        _fail(exc.message)
+    finally:
+        store.close()
+    out.print(f"{count} subscriber(s) sealed with a new key; {settings.secrets_key_file} holds it alone")
 
 
 @app.command("list")
@@ -301,7 +332,7 @@ def down(tenant: str = typer.Option("demo", envvar="IMSSO_TENANT")) -> None:
 
 def _start_server(settings: Settings) -> subprocess.Popen:
     log = settings.data_dir / "serve.log"
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(settings.data_dir)
     env = {**os.environ, "IMSSO_DATA_DIR": str(settings.data_dir), "IMSSO_LISTEN": settings.listen}
     with open(log, "ab") as handle:
         server = subprocess.Popen([sys.executable, "-m", "imsso", "serve"], env=env, stdout=handle,
@@ -405,15 +436,32 @@ def _print_summary(client: Client, instance: dict) -> None:
     table.add_row("P-CSCF", f"sip:{pcscf}:5060 (UDP and TCP)")
     table.add_row("domain", instance["domain"])
     table.add_row("DNS", f"{dns} port 53")
-    for sub in client.json("GET", "/v1/instances/default/subscribers"):
-        full = client.json("GET", f"/v1/instances/default/subscribers/{sub['user']}")
+    for sub, password in _test_credentials(client, instance):
         # With an HSS, the digest username is the private identity user@domain.
-        user = f"{full['user']}@{full['domain']}" if has_hss else full["user"]
-        table.add_row("subscriber", f"{full['aor']}  password {full['password']}  (username {user})")
+        user = f"{sub['user']}@{sub['domain']}" if has_hss else sub["user"]
+        shown = f"password {password}" if password else f"{' and '.join(sub['auth'])}, as you set it"
+        table.add_row("subscriber", f"{sub['aor']}  {shown}  (username {user})")
     table.add_row("token", client.token)
     table.add_row("tenant", client.tenant)
     out.print(table)
+    out.print("(no password is kept: the test subscribers get new ones at each `imsso up`)")
     out.print(f"export IMSSO_TOKEN={client.token} IMSSO_TENANT={client.tenant}")
+
+
+def _test_credentials(client: Client, instance: dict) -> list[tuple[dict, str]]:
+    """The subscribers, the profile's test ones with a password chosen here and set through the API
+    (the API never gives a secret back, so whoever shows one must have chosen it)."""
+    from . import profiles
+
+    tests = set(profiles.load(instance["profile"]).test_subscribers)
+    shown = []
+    for sub in client.json("GET", "/v1/instances/default/subscribers"):
+        password = ""
+        if sub["user"] in tests and sub["auth"] == ["digest"]:
+            password = secrets.token_urlsafe(12)
+            client.json("PUT", f"/v1/instances/default/subscribers/{sub['user']}", json={"password": password})
+        shown.append((sub, password))
+    return shown
 
 
 def _call(fn, *args, **kwargs):

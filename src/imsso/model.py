@@ -179,11 +179,23 @@ class Subscriber:
     instance_id: str
     user: str
     domain: str
-    password: str    # SIP Digest; "" for a subscriber that authenticates with AKA only
-    k: str = ""      # AKA: the USIM's secret key K and the operator key OPc, 32 hex digits each
-    opc: str = ""
+    # Secrets are left out of repr: a subscriber in a log line or a traceback shows none.
+    password: str = field(repr=False)  # SIP Digest; "" for AKA only, or where only HA1 is kept
+    k: str = field(default="", repr=False)  # AKA: the USIM's K and the operator's OPc, 32 hex digits each
+    opc: str = field(default="", repr=False)
     amf: str = "8000"  # AKA: the authentication management field of its vectors, 4 hex digits
+    # SIP Digest where the profile keeps no password: MD5(user:realm:password), and ha1b the same
+    # for the username user@domain (the realm is the domain).
+    ha1: str = field(default="", repr=False)
+    ha1b: str = field(default="", repr=False)
+    # What a subscriber read without its secrets authenticates with ("digest", "aka").
+    credentials: tuple[str, ...] = ()
 
     @property
     def aor(self) -> str:
         return f"sip:{self.user}@{self.domain}"
+
+    @property
+    def auth(self) -> list[str]:
+        has = {"digest": bool(self.password or self.ha1), "aka": bool(self.k)}
+        return [kind for kind in ("digest", "aka") if has[kind] or kind in self.credentials]

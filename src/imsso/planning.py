@@ -185,6 +185,9 @@ def _context(instance: Instance, unit: Unit, role, all_units: list[Unit], routin
         "term_header": unitkeys.TERM_HEADER,
         "term_key": unitkeys.term_key(instance.secret),
         "term_key_sha256": unitkeys.sha256(unitkeys.term_key(instance.secret)),
+        "edge_header": unitkeys.EDGE_HEADER,
+        "edge_key": unitkeys.edge_key(instance.secret),
+        "edge_key_sha256": unitkeys.sha256(unitkeys.edge_key(instance.secret)),
         "shm_mb": role.shm_mb,
         "children": role.children,
         "roles": roles,                                         # every unit, by role

@@ -13,7 +13,7 @@ import uvicorn
 
 from .auth import LocalTokens
 from .auth.keystone import KeystoneValidator
-from .config import Settings
+from .config import Settings, private_dir
 from .drivers.local import LocalDriver
 from .drivers.openstack import Credentials, OpenStackDriver
 from . import profiles
@@ -30,6 +30,7 @@ from .model import InvalidInput
 from .service import Service
 from .store import Store
 from .telemetry import Telemetry
+from .vault import Vault
 
 log = logging.getLogger("imsso")
 
@@ -37,14 +38,15 @@ log = logging.getLogger("imsso")
 class Orchestrator:
     def __init__(self, settings: Settings):
         self.settings = settings.resolved()
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(settings.data_dir)
         self._lock = _lock_data_dir(settings.data_dir)
-        self.store = Store(settings.database_url)
+        self.store = Store(settings.database_url, Vault(settings.secrets_key_file))
         self.store.migrate()
         self.local_tokens: LocalTokens | None = None
         keystone: KeystoneValidator | None = None
         if settings.keystone_url:
-            validator = keystone = KeystoneValidator(settings.keystone_url, settings.keystone_cache)
+            validator = keystone = KeystoneValidator(settings.keystone_url, settings.keystone_cache,
+                                                     refusal_seconds=settings.keystone_refusal_cache)
         else:
             self.local_tokens = validator = LocalTokens(self.store, settings.data_dir / "admin.token",
                                                         settings.token_ttl)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import secrets
+import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,14 +17,15 @@ from .auth import LocalTokens, Validator, check_headers
 from .config import Settings
 from .drivers import Driver
 from .engine import Engine
-from .model import (Conflict, Event, Instance, InstanceState, InvalidInput, NotFound, Operation, OperationKind, Subscriber,
+from .model import (Conflict, Event, Forbidden, Instance, InstanceState, InvalidInput, NotFound, Operation, OperationKind, Subscriber,
                     Unit)
 from .store import Store
 
 DECISIONS_LOOKED_AT = 100  # per GET: verdicts are told on change, so the last ones of each policy
 HEX32_RE = re.compile(r"^[0-9a-fA-F]{32}$")
-NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\Z")  # \Z: "$" lets a trailing "\n" in
 USER_RE = re.compile(r"^[A-Za-z0-9._~+-]{1,64}$")
+_QUOTA_LOCK = threading.Lock()  # a quota check and the creation it allows, as one step
 
 
 @dataclass
@@ -81,7 +83,9 @@ class Service:
         self._check_runtime(instance)
         if then:
             lifecycle.check_applicable(instance, then[0])  # refuse before anything is stored
-        self.store.create_instance(instance)
+        with _QUOTA_LOCK:
+            self._check_quota(caller.tenant, None, all_sizes)
+            self.store.create_instance(instance)
         self.store.add_event(instance.id, "lifecycle", f"initialised (profile {prof.name}, driver "
                              f"{driver_name}, domain {domain})", {"sizes": all_sizes})
         op = self._submit(instance, then[0], {"then": [k.value for k in then[1:]]}) if then else None
@@ -132,6 +136,7 @@ class Service:
                                "dispose of the instance and create it again")
         all_sizes = {**changes.sizes, **(sizes or {})}
         spec.check_sizes(profiles.load(instance.profile), all_sizes)
+        self._check_quota(instance.tenant, instance, {**instance.sizes, **all_sizes})
         if not all_sizes and not changes.attributes and changes.test_subscribers is None:
             raise InvalidInput("nothing to update: give attributes (X-OCCI-Attribute) or sizes")
         proposed = dataclasses.replace(instance, attributes={**instance.attributes, **changes.attributes})
@@ -148,6 +153,7 @@ class Service:
         if not sizes:
             raise InvalidInput("give at least one size, e.g. {\"scscf\": 2}")
         spec.check_sizes(profiles.load(instance.profile), sizes)
+        self._check_quota(instance.tenant, instance, {**instance.sizes, **sizes})
         return self._submit(instance, OperationKind.SCALE, {"sizes": sizes})
 
     def plan(self, caller: Caller, ref: str, attributes: dict[str, Any] | None = None,
@@ -178,6 +184,25 @@ class Service:
                 "environment": request.environment, "files": sorted(request.files),
                 **driver.preview(proposed, request)}
 
+    def _check_quota(self, tenant: str, instance: Instance | None, sizes: dict[str, int]) -> None:
+        """The tenant's quotas (0: none): live instances, and units over them with `instance` at `sizes`
+        (a new one when None). Refused with the quota, the use and the setting that bounds it."""
+        others = [i for i in self.store.list_instances(tenant) if instance is None or i.id != instance.id]
+        limit = self.settings.quota_instances
+        if instance is None and limit and len(others) >= limit:
+            raise Forbidden(f"quota reached: tenant {tenant} has {len(others)} of {limit} instances "
+                            "(IMSSO_QUOTA_INSTANCES): dispose of one, or ask the operator to raise it",
+                            {"quota": "instances", "used": len(others), "limit": limit,
+                             "setting": "IMSSO_QUOTA_INSTANCES"})
+        used = sum(sum(i.sizes.values()) for i in others)
+        wanted, limit = sum(sizes.values()), self.settings.quota_units
+        if limit and used + wanted > limit:
+            raise Forbidden(f"quota reached: tenant {tenant} would have {used + wanted} units, {used} in use "
+                            f"elsewhere and {wanted} here, of {limit} (IMSSO_QUOTA_UNITS): size down or "
+                            "dispose of an instance, or ask the operator to raise it",
+                            {"quota": "units", "used": used, "requested": wanted, "limit": limit,
+                             "setting": "IMSSO_QUOTA_UNITS"})
+
     def _check_runtime(self, instance: Instance) -> None:
         """Policy overrides and scaling bounds, refused with what is accepted."""
         prof = profiles.load(instance.profile)
@@ -202,6 +227,8 @@ class Service:
                                f"'{instance.name}' uses driver {instance.driver}")
 
     def dispose(self, caller: Caller, ref: str) -> Operation:
+        """Accepted whatever runs: the running operation stops at its next step and the dispose
+        follows; asked again, the same dispose is returned (see Engine.request)."""
         return self._submit(self.get(caller, ref), OperationKind.DISPOSE, {})
 
     def operation(self, caller: Caller, op_id: str) -> Operation:
@@ -237,11 +264,12 @@ class Service:
 
     # subscribers: data of the instance, pushed to its units at once (no operation needed)
     def subscribers(self, caller: Caller, ref: str) -> list[Subscriber]:
-        return self.store.subscribers(self.get(caller, ref).id)
+        """Without their secrets: what was set is never given back (only the kinds it has)."""
+        return self.store.subscribers(self.get(caller, ref).id, secrets=False)
 
     def subscriber(self, caller: Caller, ref: str, user: str) -> Subscriber:
         instance = self.get(caller, ref)
-        for sub in self.store.subscribers(instance.id):
+        for sub in self.store.subscribers(instance.id, secrets=False):
             if sub.user == user:
                 return sub
         raise NotFound(f"no subscriber '{user}' in instance {instance.name}")

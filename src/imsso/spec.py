@@ -27,7 +27,7 @@ DOMAIN_RE = re.compile(r"^(?=.{1,200}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a
 ENDPOINT_RE = re.compile(r"^mcn\.endpoint\.[a-z0-9-]+\.[a-z0-9-]+\.(public|private)$")
 
 # OCCI's attribute-name grammar (GFD.185), checked whole: dot-separated lowercase components.
-ATTRIBUTE_NAME_RE = re.compile(r"^(?=.{1,255}$)[a-z][a-z0-9_-]*(\.[a-z][a-z0-9_-]*)*$")
+ATTRIBUTE_NAME_RE = re.compile(r"^(?=.{1,255}\Z)[a-z][a-z0-9_-]*(\.[a-z][a-z0-9_-]*)*\Z")  # \Z: "$" lets "\n" end a name
 MAX_VALUE = 8 * 1024  # characters of one attribute value, as the OCCI parser bounds it
 # Controls but tab, and the Unicode line breaks: a value holding one could end a rendered line.
 CONTROL_RE = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")

@@ -61,6 +61,8 @@ def test_ims_registers_calls_and_refuses(server, tmp_path):
                      json={"user": "carol", "k": K.hex(), "opc": opc_from_op(K, OP).hex(),
                            "amf": AMF.hex()})
     assert added.status_code == 201 and added.json()["auth"] == ["aka"]
+    shown = api.client.get("/v1/instances/core/subscribers/carol").text.lower()
+    assert K.hex() not in shown and opc_from_op(K, OP).hex() not in shown, "K and OPc never come back"
     assert _register_aka(tmp_path, pcscf), "an AKA registration got its 200"
     assert hss_status(instance)["requests"]["MAR"]
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socket
+import sqlite3
+from contextlib import closing
 
 import httpx
 
@@ -55,6 +57,36 @@ def test_register_and_call_between_two_subscribers(server, tmp_path):
     assert wrong.run() != 0, "a wrong password is refused"
     assert api.wait_operation(api.delete("/v1/instances/sipcall").json()["id"])["state"] == "succeeded"
 
+
+
+def test_a_subscriber_added_with_a_password_registers_against_ha1_kept_alone(server, tmp_path):
+    """sip-core keeps no password: the S-CSCFs' table and the orchestrator's database hold HA1 only,
+    the API never gives the password back, and digest still works for both usernames."""
+    api = server.api("secrets")
+    instance = api.create("ha1core", attributes={"imsso.test_subscribers": False})
+    pcscf = next(u["address"] for u in instance["units"] if u["role"] == "pcscf")
+    password = "carol-Secret-9"
+    added = api.post("/v1/instances/ha1core/subscribers", json={"user": "carol", "password": password})
+    assert added.status_code == 201, added.text
+    shown = api.client.get("/v1/instances/ha1core/subscribers/carol")
+    assert shown.json()["digest"] is True and password not in shown.text
+
+    table = server.data_dir / "instances" / instance["id"] / "subscribers.sqlite"
+    with closing(sqlite3.connect(table)) as db:
+        rows = db.execute("SELECT username, password, ha1, ha1b FROM subscriber").fetchall()
+    assert [(r[0], r[1], len(r[2]), len(r[3])) for r in rows] == [("carol", "", 32, 32)]
+    for db_file in server.data_dir.glob("imsso.sqlite*"):  # the database and its write-ahead log
+        assert password.encode() not in db_file.read_bytes(), db_file
+
+    # username "carol" is checked against ha1, "carol@ha1core domain" against ha1b
+    for n, username in enumerate(("carol", f"carol@{instance['domain']}")):
+        reg = Sipp(tmp_path, pcscf, "register.xml", "carol", password, instance["domain"], "127.150.0.5",
+                   5120 + 10 * n, "-au", username, "-key", "expires", "60", "-m", "1", "-recv_timeout", "10000")
+        assert reg.run() == 0, reg.output()
+    wrong = Sipp(tmp_path, pcscf, "register.xml", "carol", "carol-Secret-8", instance["domain"],
+                 "127.150.0.5", 5140, "-key", "expires", "60", "-m", "1", "-recv_timeout", "5000")
+    assert wrong.run() != 0, "a wrong password is refused"
+    assert api.wait_operation(api.delete("/v1/instances/ha1core").json()["id"])["state"] == "succeeded"
 
 
 def _check_dns(instance) -> None:

@@ -10,6 +10,7 @@ from fastapi.testclient import TestClient
 
 from fakes import Orchestrator
 from polling import wait_for
+from imsso.vault import ha1_pair
 from imsso.api.app import create_app
 from imsso.engine import Engine
 
@@ -305,8 +306,7 @@ def test_a_concurrent_operation_is_409_naming_the_running_one(client, acme, orch
     r = deploy(client, acme)
     assert r.status_code == 409
     assert running in r.text and "deploy" in r.text
-    r = client.delete("/orchestrator/default", headers=acme)
-    assert r.status_code == 409 and running in r.text
+    # (DELETE is accepted at any time: tests/unit/test_dispose_api.py)
     r = client.post("/v1/instances/default/actions/provision", headers=acme)
     assert r.status_code == 409
     assert r.json()["error"]["details"]["operation"] == running
@@ -446,16 +446,17 @@ def test_json_subscribers(client, acme, orch: Orchestrator):
     assert r.status_code == 201, r.text
     assert r.headers["Location"] == f"{base}/carol"
     carol = {"user": "carol", "domain": "ims.test", "aor": "sip:carol@ims.test", "impi": "carol@ims.test",
-             "impu": "sip:carol@ims.test", "auth": ["digest"]}
+             "impu": "sip:carol@ims.test", "auth": ["digest"], "digest": True, "aka": False}
     assert r.json() == carol
     assert orch.driver.subscribers[instance_id] == ["carol"]  # pushed to the units at once
 
     assert client.get(base, headers=acme).json() == [carol]
-    assert client.get(f"{base}/carol", headers=acme).json()["password"] == "carol-secret-1"
+    assert client.get(f"{base}/carol", headers=acme).json() == carol  # no password once set
 
     r = client.put(f"{base}/carol", headers=acme, json={"password": "carol-secret-2"})
-    assert r.status_code == 200
-    assert client.get(f"{base}/carol", headers=acme).json()["password"] == "carol-secret-2"
+    assert r.status_code == 200 and r.json() == carol
+    ha1 = next(s.ha1 for s in orch.store.subscribers(instance_id) if s.user == "carol")
+    assert ha1 == ha1_pair("carol", "ims.test", "carol-secret-2")[0]  # what the units got
     r = client.put(f"{base}/dave", headers=acme, json={"password": "dave-secret-1"})
     assert r.status_code == 201
     assert orch.driver.subscribers[instance_id] == ["carol", "dave"]
@@ -473,6 +474,32 @@ def test_json_subscribers(client, acme, orch: Orchestrator):
     assert client.delete(f"{base}/carol", headers=acme).status_code == 404
     assert orch.driver.subscribers[instance_id] == ["dave"]
     assert [s["user"] for s in client.get(base, headers=acme).json()] == ["dave"]
+
+
+def test_no_secret_comes_back_from_any_path(client, acme, orch: Orchestrator):
+    """An ims subscriber with a password, K and OPc: every answer about it, the instance, its
+    events and operations, in JSON and OCCI, holds none of them."""
+    r = client.post("/v1/instances", headers=acme, json={
+        "name": "core", "profile": "ims", "actions": ["deploy"], "attributes": {"imsso.test_subscribers": False}})
+    op = wait_operation(client, acme, r.headers["Location"])
+    base = "/v1/instances/core/subscribers"
+    k, opc, password = "465b5ce8b199b49faa5f0a2ee238a6bc", "cd63cb71954a9f4e48a5994e37a02baf", "zelda-secret-1"
+    added = client.post(base, headers=acme, json={"user": "zelda", "password": password, "k": k, "opc": opc})
+    assert added.status_code == 201, added.text
+    replaced = client.put(f"{base}/zelda", headers=acme, json={"password": password, "k": k, "opc": opc.upper()})
+    answers = [added, replaced] + [client.get(path, headers=acme) for path in (
+        base, f"{base}/zelda", "/v1/instances/core", "/v1/instances/core/events", "/v1/instances",
+        f"/v1/operations/{op['id']}", "/orchestrator/default", "/ims/")]
+    for answer in answers:
+        text = answer.text.lower()
+        assert answer.status_code < 500 and not any(x in text for x in (k, opc, password)), answer.text
+    shown = client.get(f"{base}/zelda", headers=acme).json()
+    assert (shown["digest"], shown["aka"], shown["amf"]) == (True, True, "8000")
+    assert "password" not in shown and "k" not in shown and "opc" not in shown
+    # ...while the units still get them (ims: the HSS needs the password and the keys themselves)
+    zelda = next(s for s in orch.store.subscribers(orch.store.find_instance("acme", "core").id))
+    assert (zelda.password, zelda.k, zelda.opc) == (password, k, opc)
+    assert password not in repr(zelda) and k not in repr(zelda)
 
 
 def test_json_events_in_order_with_since(client, acme):
@@ -534,3 +561,54 @@ def test_text_plain_body_requests(client, acme):
     r = client.put("/orchestrator/third", headers={**acme, "Content-Type": "text/plain"},
                    content="Categry: orchestrator\n")
     assert r.status_code == 400 and "line 1" in r.text
+
+
+# --- /metrics and the docs behind settings ------------------------------------------------------------
+
+@pytest.mark.parametrize("listen, metrics, served", [
+    ("127.0.0.1:8051", "auto", True), ("0.0.0.0:8051", "auto", False), ("10.1.2.3:8051", "auto", False),
+    ("0.0.0.0:8051", "on", True), ("127.0.0.1:8051", "off", False),
+])
+def test_metrics_are_served_on_loopback_or_when_asked(tmp_path: Path, listen, metrics, served):
+    from imsso.telemetry import Telemetry
+
+    orch = Orchestrator(tmp_path / "data")
+    orch.settings.listen, orch.settings.metrics = listen, metrics
+    orch.telemetry = Telemetry(orch.store)
+    with TestClient(create_app(orch)) as client:
+        r = client.get("/metrics")
+        assert r.status_code == (200 if served else 404)
+        assert ("imsso_" in r.text) == served
+
+
+@pytest.mark.parametrize("docs", [True, False])
+def test_the_swagger_ui_is_a_setting_and_the_contract_stays_public(tmp_path: Path, docs):
+    orch = Orchestrator(tmp_path / "data")
+    orch.settings.docs = docs
+    with TestClient(create_app(orch)) as client:
+        assert client.get("/v1/docs").status_code == (200 if docs else 404)
+        doc = client.get("/v1/openapi.json")
+        assert doc.status_code == 200 and "/v1/instances" in doc.json()["paths"]
+
+
+def test_the_document_declares_the_errors_and_rules_the_server_applies(client):
+    doc = client.get("/v1/openapi.json").json()
+    create = doc["paths"]["/v1/instances"]["post"]
+    assert {"400", "401", "403", "404", "409", "413", "503"} <= set(create["responses"])
+    assert "422" not in create["responses"]  # invalid input is 400, with the error body
+    error = create["responses"]["400"]["content"]["application/json"]["schema"]["$ref"]
+    assert error == "#/components/schemas/ErrorBody"
+    body = doc["components"]["schemas"]["InstanceCreate"]
+    assert body["properties"]["name"]["pattern"].startswith("^[a-z0-9]")
+    assert body["properties"]["actions"]["enum"] == [[], ["deploy"], ["deploy", "provision"]]
+    action = next(p for p in doc["paths"]["/v1/instances/{ref}/actions/{action}"]["post"]["parameters"]
+                  if p["name"] == "action")
+    assert action["schema"]["enum"] == ["deploy", "provision"]
+    assert doc["components"]["securitySchemes"]["APIKeyHeader"]["name"] == "X-Auth-Token"
+
+
+def test_a_body_field_the_document_does_not_name_is_400(client, acme):
+    r = client.post("/v1/instances", headers=acme, json={"name": "x", "actions": [], "sizez": {"scscf": 2}})
+    assert r.status_code == 400 and "sizez" in r.json()["error"]["message"]
+    r = client.post("/v1/instances/x/actions/redeploy", headers=acme)
+    assert r.status_code == 400 and "deploy" in r.json()["error"]["message"]

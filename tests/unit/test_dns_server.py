@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import select
 import signal
 import socket
 import subprocess
@@ -13,9 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 from dnslib import QTYPE, RCODE, DNSRecord
 
+from dns_payloads import KILLERS, ODD_NAMES, QUERY_ID
+from imsso.dns.server import MAX_QUERY, TCP_CONNECTIONS
 from imsso.drivers.local import probes
 
 ADDRESS = "127.100.250.2"
@@ -77,13 +81,14 @@ class Dns:
         assert until(lambda: self.log.read_text().count(marker) > before), self.log.read_text()
 
 
-def spawn(tmp_path: Path, port: int, zone: Any = ZONE, name: str = "dns") -> Dns:
+def spawn(tmp_path: Path, port: int, zone: Any = ZONE, name: str = "dns", *extra: str) -> Dns:
     zone_path, log = tmp_path / f"{name}.zone.json", tmp_path / f"{name}.log"
     zone_path.write_text(json.dumps(zone) if not isinstance(zone, str) else zone)
     pidfile = tmp_path / f"{name}.pid"
     with log.open("wb") as err:
         proc = subprocess.Popen([sys.executable, "-m", "imsso.dns.server", "--zone", str(zone_path),
-                                 "--listen", ADDRESS, "--port", str(port), "--pidfile", str(pidfile)],
+                                 "--listen", ADDRESS, "--port", str(port), "--pidfile", str(pidfile),
+                                 *extra],
                                 stdout=subprocess.DEVNULL, stderr=err)
     return Dns(proc, port, zone_path, log, pidfile)
 
@@ -98,11 +103,11 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait(5)
 
 
-def serving(tmp_path: Path) -> Dns:
+def serving(tmp_path: Path, *extra: str) -> Dns:
     """A started server; a port taken between our check and its bind (a parallel run) means another try."""
     port = 15353
     for _ in range(5):
-        server = spawn(tmp_path, port := free_port(port))
+        server = spawn(tmp_path, port := free_port(port), ZONE, "dns", *extra)
         assert until(server.settled)
         if server.proc.poll() is None:
             return server
@@ -282,3 +287,110 @@ def test_sigterm_stops_cleanly_and_removes_the_pidfile(dns: Dns) -> None:
     assert not dns.pidfile.exists()
     assert dns.lines()[-1].endswith("stopped")
     assert probes.port_free(ADDRESS, dns.port, "udp") and probes.port_free(ADDRESS, dns.port, "tcp")
+
+
+# ---- what an attacker sends ----
+
+def exchange(port: int, data: bytes, tcp: bool) -> DNSRecord | None:
+    """Send raw query bytes, return the parsed reply; None if the server closed the connection."""
+    if tcp:
+        with socket.create_connection((ADDRESS, port), timeout=2) as conn:
+            try:
+                conn.sendall(len(data).to_bytes(2, "big") + data)
+                stream = conn.makefile("rb")
+                head = stream.read(2)
+            except ConnectionError:
+                return None
+            return DNSRecord.parse(stream.read(int.from_bytes(head, "big"))) if head else None
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(2)
+        sock.sendto(data, (ADDRESS, port))
+        return DNSRecord.parse(sock.recv(65535))
+
+
+def closed_by_server(conns: list[socket.socket]) -> list[socket.socket]:
+    """The connections the server has closed (readable at once, and reading gives end of stream)."""
+    readable = select.select(conns, [], [], 0)[0]
+    return [c for c in conns if c in readable and c.recv(1, socket.MSG_PEEK) == b""]
+
+
+@TRANSPORTS
+def test_killer_queries_get_an_error_and_the_server_goes_on(dns: Dns, tcp: bool) -> None:
+    for name, data in KILLERS.items():
+        reply = exchange(dns.port, data, tcp)
+        if tcp and len(data) > MAX_QUERY:
+            assert reply is None, name  # longer than a query: closed before it is read
+            continue
+        assert reply is not None, name
+        expected = RCODE.NOTIMP if name.startswith("notify") else RCODE.FORMERR
+        assert (reply.header.id, reply.header.rcode, reply.rr) == (QUERY_ID, expected, []), name
+    assert answers(dns.ask("pcscf-1.ims.test", tcp=tcp)) == ["127.100.0.10"]
+    assert dns.proc.poll() is None and len(dns.lines()) == 1  # and no log line per bad query
+
+
+def test_odd_names_are_answered_without_matching_a_zone_name(dns: Dns) -> None:
+    replies = {name: exchange(dns.port, data, False) for name, data in ODD_NAMES.items()}
+    assert {name: reply.header.rcode for name, reply in replies.items()} == {
+        "non-ascii-label": RCODE.NXDOMAIN, "binary-label": RCODE.NXDOMAIN,
+        "dot-inside-label": RCODE.REFUSED}  # labels [pcscf-1.ims, test]: not pcscf-1.ims.test
+    assert all(not reply.rr for reply in replies.values())
+
+
+def test_200_held_tcp_connections_stop_neither_udp_nor_a_new_tcp_query(dns: Dns) -> None:
+    held = [socket.create_connection((ADDRESS, dns.port), timeout=2) for _ in range(200)]
+    try:
+        for conn in held[100:]:
+            conn.sendall(b"\x00\x20\x12")  # a query begun, never finished
+        assert answers(dns.ask("pcscf-1.ims.test")) == ["127.100.0.10"]
+        assert answers(dns.ask("pcscf-1.ims.test", tcp=True)) == ["127.100.0.10"]
+        # The server kept its limit by closing the connections silent the longest: the first ones.
+        evicted = 200 + 1 - TCP_CONNECTIONS
+        assert until(lambda: len(closed_by_server(held)) >= evicted)
+        assert closed_by_server(held) == held[:evicted]
+    finally:
+        for conn in held:
+            conn.close()
+    assert dns.proc.poll() is None
+
+
+def test_idle_tcp_connection_is_closed_and_a_busy_one_is_not(tmp_path: Path) -> None:
+    server = serving(tmp_path, "--tcp-idle", "0.5")
+    try:
+        with socket.create_connection((ADDRESS, server.port), timeout=2) as idle, \
+                socket.create_connection((ADDRESS, server.port), timeout=2) as busy:
+            query = DNSRecord.question("pcscf-1.ims.test").pack()
+            stream = busy.makefile("rb")
+            for _ in range(8):  # 1.6 s of queries, 0.2 s apart
+                busy.sendall(len(query).to_bytes(2, "big") + query)
+                assert answers(DNSRecord.parse(stream.read(int.from_bytes(stream.read(2), "big")))) == [
+                    "127.100.0.10"]
+                time.sleep(0.2)
+            assert closed_by_server([idle, busy]) == [idle]
+    finally:
+        stop(server.proc)
+
+
+@pytest.mark.parametrize("length", [MAX_QUERY + 1, 0xFFFF, 11, 0])
+def test_tcp_message_length_no_query_has_closes_at_once(dns: Dns, length: int) -> None:
+    with socket.create_connection((ADDRESS, dns.port), timeout=2) as conn:
+        conn.sendall(length.to_bytes(2, "big") + b"\x00" * 11)
+        assert until(lambda: closed_by_server([conn]) == [conn], timeout=3)  # well before the idle timeout
+    assert answers(dns.ask("pcscf-1.ims.test", tcp=True)) == ["127.100.0.10"]
+
+
+def test_client_that_never_reads_its_answers_holds_nothing_up(dns: Dns) -> None:
+    query = DNSRecord.question("big.ims.test").pack()
+    flood = (len(query).to_bytes(2, "big") + query) * 70000  # 2 MB of queries, 48 MB of answers
+    rss = psutil.Process(dns.proc.pid).memory_info().rss
+    with socket.create_connection((ADDRESS, dns.port), timeout=2) as conn:
+        conn.setblocking(False)
+        sent = 0
+        while sent < len(flood):
+            try:
+                sent += conn.send(flood[sent:])
+            except BlockingIOError:
+                break  # the kernel's buffers are full
+        # The server answers one query at a time and waits for the client to read it.
+        assert psutil.Process(dns.proc.pid).memory_info().rss - rss < 16 * 2**20
+        assert answers(dns.ask("pcscf-1.ims.test")) == ["127.100.0.10"]
+        assert len(dns.ask("big.ims.test", tcp=True).rr) == 40

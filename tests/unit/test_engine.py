@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from fakes import FakeDriver, Orchestrator
+from imsso.vault import ha1_pair
 from imsso.engine import MAX_ATTEMPTS
 from imsso.model import (Conflict, InstanceState, NotApplicable, NotFound, OperationKind, OperationState,
                          UnitState)
@@ -100,7 +101,8 @@ def test_deploy_then_provision_ends_active_with_two_test_subscribers(orch: Orche
     assert instance.stack_state == "CREATE_COMPLETE"
     subs = orch.store.subscribers(instance.id)
     assert [s.user for s in subs] == ["alice", "bob"]
-    assert all(s.domain == instance.domain and len(s.password) >= 8 for s in subs)
+    # sip-core keeps HA1 only: the generated password is gone once hashed
+    assert all(s.domain == instance.domain and not s.password and len(s.ha1) == 32 for s in subs)
     assert orch.driver.subscribers[instance.id] == ["alice", "bob"]  # pushed to the units
     # readiness proven through the P-CSCF with a real subscriber
     assert [c.data["user"] for c in orch.driver.called("check_service")] == ["alice"]
@@ -287,8 +289,7 @@ def test_any_operation_while_one_runs_is_a_conflict_naming_it(tmp_path: Path):
             lambda: orch.service.act(orch.caller(), "core", K.DEPLOY),
             lambda: orch.service.act(orch.caller(), "core", K.PROVISION),
             lambda: orch.service.scale(orch.caller(), "core", {"scscf": 2}),
-            lambda: orch.service.dispose(orch.caller(), "core"),
-        ]
+        ]  # a dispose is accepted at any time: see the tests under "dispose" below
         for attempt in attempts:
             with pytest.raises(Conflict) as err:
                 attempt()
@@ -441,6 +442,149 @@ def test_dispose_of_an_instance_never_deployed(orch: Orchestrator):
         orch.service.act(orch.caller(), instance.id, K.DEPLOY)
 
 
+# --- dispose at any time ----------------------------------------------------------------------------------
+
+def events_of(orch: Orchestrator, instance_id: str) -> list[str]:
+    return [e.message for e in orch.store.events(instance_id)]
+
+
+def test_dispose_while_a_deploy_runs_cancels_it_and_removes_what_it_started(tmp_path: Path):
+    orch = Orchestrator(tmp_path)
+    entered, release = orch.driver.hold("wait_ready")
+    orch.start()
+    try:
+        instance, deploy = orch.service.create(orch.caller(), "core", then=(K.DEPLOY, K.PROVISION))
+        assert entered.wait(5)  # scscf-1 is being started
+        dispose = orch.service.dispose(orch.caller(), "core")
+        assert dispose.kind == K.DISPOSE and dispose.state == OperationState.QUEUED
+        assert dispose.params == {"cancels": deploy.id}
+        assert orch.store.get_instance(instance.id).current_operation_id == deploy.id  # queued behind it
+        assert orch.service.dispose(orch.caller(), "core").id == dispose.id  # the same request again
+        with pytest.raises(Conflict) as err:
+            orch.service.scale(orch.caller(), "core", {"scscf": 2})
+        assert dispose.id in err.value.message and "being disposed of" in err.value.message
+        assert err.value.details == {"operation": dispose.id, "kind": "dispose"}
+        release.set()
+
+        done = orch.wait(dispose.id)
+        assert done.state == OperationState.SUCCEEDED, done.error
+        cancelled = orch.store.get_operation(deploy.id)
+        assert cancelled.state == OperationState.FAILED
+        assert cancelled.error.step == "cancelled"
+        assert cancelled.error.message == f"cancelled by dispose {dispose.id}"
+        assert cancelled.steps[-1].name == "cancelled" and "followed_by" not in cancelled.params
+        # the unit being started when the dispose came, and those only reserved, are all removed
+        assert orch.driver.called("ensure_unit")[0].unit == "scscf-1"
+        assert sorted(orch.driver.called("dispose")[0].data["units"]) == ["dns-1", "pcscf-1", "scscf-1"]
+        assert not any(key[0] == instance.id for key in orch.driver.alive)
+        assert orch.store.units(instance.id) == []
+        assert orch.store.get_instance(instance.id).state == InstanceState.DISPOSED
+        assert [o.kind for o in orch.store.operations(instance_id=instance.id)] == [K.DEPLOY, K.DISPOSE]
+        messages = events_of(orch, instance.id)
+        assert f"provision after deploy dropped: dispose {dispose.id} was requested" in messages
+        assert any(m.startswith("deploy cancelled before step ") for m in messages)
+    finally:
+        release.set()
+        orch.stop()
+
+
+def test_a_second_dispose_while_one_runs_answers_with_it(tmp_path: Path):
+    orch = Orchestrator(tmp_path)
+    entered, release = orch.driver.hold("dispose")
+    orch.start()
+    try:
+        instance, _ = deploy_new(orch)
+        first = orch.service.dispose(orch.caller(), "core")
+        assert entered.wait(5)
+        assert orch.store.get_instance(instance.id).state == InstanceState.DISPOSING
+        again = orch.service.dispose(orch.caller(), instance.id)
+        assert again.id == first.id and again.state == OperationState.RUNNING
+        release.set()
+        assert orch.wait(first.id).state == OperationState.SUCCEEDED
+        assert [o.kind for o in orch.store.operations(instance_id=instance.id)] == [K.DEPLOY, K.DISPOSE]
+        with pytest.raises(NotFound):  # disposed: nothing left to dispose of
+            orch.service.dispose(orch.caller(), instance.id)
+    finally:
+        release.set()
+        orch.stop()
+
+
+@pytest.mark.parametrize("interrupted", ["queued", "running"])
+def test_a_dispose_waiting_for_an_operation_runs_after_a_restart(tmp_path: Path, interrupted: str):
+    if interrupted == "running":
+        instance, deploy = crash_while_running(tmp_path)
+    else:
+        first = Orchestrator(tmp_path)
+        instance, deploy = first.service.create(first.caller(), "core", then=(K.DEPLOY, K.PROVISION))
+        first.store.close()
+    before = Orchestrator(tmp_path)  # not started: the dispose is recorded, then the process dies
+    dispose = before.service.dispose(before.caller(), "core")
+    assert dispose.state == OperationState.QUEUED
+    before.store.close()
+    second = Orchestrator(tmp_path)
+    second.start()
+    try:
+        assert second.wait(dispose.id).state == OperationState.SUCCEEDED
+        cancelled = second.store.get_operation(deploy.id)
+        assert cancelled.state == OperationState.FAILED and cancelled.error.step == "cancelled"
+        assert "its first step" in cancelled.steps[-1].detail
+        assert second.driver.called("ensure_unit") == []  # the deploy did not start anything first
+        assert second.store.get_instance(instance.id).state == InstanceState.DISPOSED
+        assert [o.kind for o in second.store.operations(instance_id=instance.id)] == [K.DEPLOY, K.DISPOSE]
+    finally:
+        second.stop()
+
+
+def test_a_dispose_queued_as_an_operation_ends_comes_before_its_follow_up(tmp_path: Path):
+    """The dispose came after the deploy's last step boundary: the deploy ends, the dispose runs
+    next, the provision chained after the deploy is dropped (one transaction decides)."""
+    orch = Orchestrator(tmp_path)  # not started: the test plays the worker
+    try:
+        instance, deploy = orch.service.create(orch.caller(), "core", then=(K.DEPLOY, K.PROVISION))
+        dispose = orch.service.dispose(orch.caller(), "core")
+        deploy = orch.store.get_operation(deploy.id)
+        orch.engine._finish(deploy, orch.store.get_instance(instance.id), None)
+        assert orch.store.get_operation(deploy.id).state == OperationState.SUCCEEDED
+        assert "followed_by" not in orch.store.get_operation(deploy.id).params
+        assert orch.store.get_instance(instance.id).current_operation_id == dispose.id
+        assert [o.kind for o in orch.store.operations(instance_id=instance.id)] == [K.DEPLOY, K.DISPOSE]
+        messages = events_of(orch, instance.id)
+        assert f"provision after deploy dropped: dispose {dispose.id} was requested" in messages
+        assert "provision requested after deploy" not in messages
+    finally:
+        orch.stop()
+
+
+def test_nothing_else_starts_while_a_dispose_waits(tmp_path: Path):
+    from imsso.engine.runtime import Runtime
+
+    orch = Orchestrator(tmp_path)
+    entered, release = orch.driver.hold("check_service")
+    orch.start()
+    try:
+        instance, provision = orch.service.create(orch.caller(), "core", then=(K.DEPLOY, K.PROVISION))
+        assert entered.wait(5)  # the provision's last step
+        stale = orch.store.get_instance(instance.id)
+        stale.state, stale.current_operation_id = InstanceState.ACTIVE, None  # as seen a moment ago
+        dispose = orch.service.dispose(orch.caller(), "core")
+        for kind, params in ((K.HEAL, {"units": ["scscf-1"]}), (K.SCALE, {"sizes": {"scscf": 2}})):
+            with pytest.raises(Conflict) as err:
+                orch.engine.request(stale, kind, params)
+            assert err.value.details == {"operation": dispose.id, "kind": "dispose"}
+        unit = next(u for u in orch.store.units(instance.id) if u.name == "scscf-1")
+        unit.state = UnitState.FAILED
+        orch.store.save_unit(unit)
+        loop = Runtime(orch.store, orch.engine.request, [], lambda i, u: False)
+        loop.tick()
+        assert sorted(o.kind for o in orch.store.operations(instance_id=instance.id)) == \
+            sorted([K.DEPLOY, K.PROVISION, K.DISPOSE])
+        release.set()
+        assert orch.wait(dispose.id).state == OperationState.SUCCEEDED
+    finally:
+        release.set()
+        orch.stop()
+
+
 # --- tenants ----------------------------------------------------------------------------------------------
 
 def test_a_tenant_sees_only_its_own_instances(orch: Orchestrator):
@@ -516,9 +660,11 @@ def test_a_subscriber_the_units_could_not_get_is_not_kept(orch: Orchestrator):
     orch.driver.fail("sync_subscribers", "disk full")
     with pytest.raises(Exception, match="disk full"):
         orch.service.put_subscriber(orch.caller(), "core", "carol", "a-new-password")
-    subs = {s.user: s.password for s in orch.service.subscribers(orch.caller(), "core")
+    instance = orch.store.find_instance("acme", "core")
+    subs = {s.user: s.ha1 for s in orch.store.subscribers(instance.id)
             if s.user not in ("alice", "bob")}  # the test subscribers
-    assert subs == {"carol": "carol-secret-1"}  # dave not added, carol's password not changed
+    # dave not added, carol's password not changed
+    assert subs == {"carol": ha1_pair("carol", instance.domain, "carol-secret-1")[0]}
     orch.driver.fail("sync_subscribers", "disk full")
     with pytest.raises(Exception, match="disk full"):
         orch.service.delete_subscriber(orch.caller(), "core", "carol")

@@ -39,7 +39,9 @@ ALICE, ALICE_IMPU, ALICE_TEL = "alice@ims.test", "sip:alice@ims.test", "tel:+155
 BOB, BOB_IMPU = "bob@ims.test", "sip:bob@ims.test"
 CAROL, CAROL_IMPU = "carol@ims.test", "sip:carol@ims.test"
 
-DATA: dict[str, Any] = {"realm": "ims.test", "scscfs": SCSCFS, "subscribers": [
+PEER, PEER_ADDRESS = "scscf.ims.test", "127.100.0.11"  # the Origin-Host request() sends
+DATA: dict[str, Any] = {"realm": "ims.test", "scscfs": SCSCFS,
+                        "peers": [{"host": PEER, "address": PEER_ADDRESS}], "subscribers": [
     {"impi": ALICE, "impus": [ALICE_IMPU, ALICE_TEL], "password": "alicepw", "k": K, "opc": OPC,
      "amf": "8000", "sqn": 0},
     {"impi": BOB, "impus": [BOB_IMPU], "password": "bobpw", "k": None, "opc": None},
@@ -71,9 +73,9 @@ def request(code: int, *avps: Avp, app: int = APP_CX, session: bool = True) -> M
     return Message(code, FLAG_R | (FLAG_P if app == APP_CX else 0), app, n, n + 1000, head + list(avps))
 
 
-def ask(hss: Hss, req: Message) -> Message:
-    """Through the codec both ways, as on the wire."""
-    answer = hss.handle(decode(encode(req)))
+def ask(hss: Hss, req: Message, peer: str = PEER_ADDRESS) -> Message:
+    """Through the codec both ways, as on the wire, from the listed peer's address."""
+    answer = hss.handle(decode(encode(req)), peer=peer)
     assert answer is not None
     return decode(encode(answer))
 
@@ -538,7 +540,7 @@ def test_reload_keeps_registrations_and_counters(hss: Hss) -> None:
     dave = {"impi": "dave@ims.test", "impus": ["sip:dave@ims.test"], "password": "d"}
     new = {**DATA, "scscfs": SCSCFS[:2], "subscribers": DATA["subscribers"] + [dave]}
     summary = hss.reload(Subscribers.from_dict(new))
-    assert summary == {"subscribers": 4, "scscfs": 2, "registrations_dropped": 1}
+    assert summary == {"subscribers": 4, "scscfs": 2, "peers": 1, "registrations_dropped": 1}
     assert hss.registration(ALICE_IMPU).server == SCSCFS[0]
     assert hss.registration(BOB_IMPU) is None  # its S-CSCF left the list
     assert hss.sqn(CAROL) == 3232  # not the file's 3200

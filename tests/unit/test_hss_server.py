@@ -36,7 +36,9 @@ from imsso.hss.diameter import (
 
 ADDRESS = "127.0.0.1"
 SCSCF = "sip:127.100.0.11:5060"
-DATA: dict[str, Any] = {"realm": "ims.test", "scscfs": [SCSCF], "subscribers": [
+PEER = "icscf.ims.test"  # the Origin-Host request() sends, listed with ADDRESS
+DATA: dict[str, Any] = {"realm": "ims.test", "scscfs": [SCSCF],
+                        "peers": [{"host": PEER, "address": ADDRESS}], "subscribers": [
     {"impi": "alice@ims.test", "impus": ["sip:alice@ims.test"], "password": "alicepw",
      "k": "465b5ce8b199b49faa5f0a2ee238a6bc", "opc": "cd63cb71954a9f4e48a5994e37a02baf"}]}
 _ids = itertools.count(1)
@@ -217,6 +219,7 @@ def test_garbage_closes_only_its_connection(unit: Unit) -> None:
     garbage.send_raw(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
     assert until(garbage.closed, 5)
     bad_length = unit.peer()  # a Diameter header whose length is not a multiple of 4: answered, closed
+    bad_length.ask(cer())
     bad_length.send_raw(encode(uar())[:1] + (22).to_bytes(3, "big") + encode(uar())[4:20])
     ans = bad_length.receive()
     assert ans.get("Result-Code") == 5015

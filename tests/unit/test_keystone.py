@@ -13,6 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+import imsso.auth.keystone as keystone_module
 from imsso.auth.keystone import KeystoneValidator, v3_url
 from imsso.model import Forbidden, Unauthorized, Unavailable
 
@@ -93,3 +94,54 @@ def test_keystone_unreachable_is_unavailable_never_a_pass():
     with pytest.raises(Unavailable) as err:
         KeystoneValidator(f"http://127.0.0.1:{port}/v2.0", timeout=2).validate("good", "acme")
     assert "unreachable" in err.value.message
+
+
+def test_a_refused_token_is_refused_again_without_asking_keystone(keystone):
+    validator = KeystoneValidator(keystone, refusal_seconds=60)
+    for _ in range(50):  # a flood of the same bad token
+        with pytest.raises(Unauthorized):
+            validator.validate("forged", "acme")
+    assert len(_Keystone.calls) == 1
+    assert validator.validate("good", "acme") == "p-1"  # a good token is not held back by it
+    assert len(_Keystone.calls) == 2
+
+
+def test_the_refusal_is_remembered_only_briefly(keystone):
+    validator = KeystoneValidator(keystone, refusal_seconds=0)
+    for _ in range(3):
+        with pytest.raises(Unauthorized):
+            validator.validate("forged", "acme")
+    assert len(_Keystone.calls) == 3
+
+
+def test_refusals_are_bounded_in_memory(keystone, monkeypatch):
+    monkeypatch.setattr(keystone_module, "CACHE_MAX", 5)
+    validator = KeystoneValidator(keystone, refusal_seconds=60)
+    for n in range(20):
+        with pytest.raises(Unauthorized):
+            validator.validate(f"forged-{n}", "acme")
+    assert len(validator._refused) == 5
+    assert not any("forged" in key for key in validator._refused)  # digests, not the tokens
+
+
+def test_many_threads_validate_at_once(keystone):
+    validator = KeystoneValidator(keystone, refusal_seconds=60)
+    results: list[str] = []
+
+    def check(token: str) -> None:
+        try:
+            results.append(validator.validate(token, "acme"))
+        except Unauthorized:
+            results.append("refused")
+
+    threads = [threading.Thread(target=check, args=("good" if n % 2 else f"bad-{n % 4}",)) for n in range(40)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(set(results)) == ["p-1", "refused"] and results.count("p-1") == 20
+    again = len(_Keystone.calls)
+    validator.validate("good", "acme")
+    with pytest.raises(Unauthorized):
+        validator.validate("bad-0", "acme")
+    assert len(_Keystone.calls) == again  # both answers cached by now

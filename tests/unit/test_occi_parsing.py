@@ -171,8 +171,14 @@ def test_quoted_value_with_escaped_quotes_backslashes_and_commas() -> None:
     assert values == {"a.b": 'say "hi", then go', "c.d": "C:\\path", "e": "x;y"}
 
 
-def test_escaped_line_breaks_are_read_back() -> None:
-    assert attributes_of(r'msg="line one\nline two"') == {"msg": "line one\nline two"}
+def test_escaped_line_break_is_refused_naming_the_attribute() -> None:
+    # A value with a line break could end a line of a text rendering: values are printable text and tabs.
+    message = syntax_error([("X-OCCI-Attribute", r'msg="line one\nline two"')])
+    assert "attribute 'msg'" in message and "'\\n'" in message and "printable" in message
+
+
+def test_escaped_tab_and_unicode_are_read_back() -> None:
+    assert attributes_of(r'msg="a\tb", city="Z\u00fcrich \U0001F600"') == {"msg": "a\tb", "city": "Zürich \U0001F600"}
 
 
 def test_several_attributes_in_one_header_equal_repeated_headers() -> None:
@@ -415,3 +421,52 @@ def test_split_type_id() -> None:
     assert split_type_id(SERVICE + "deploy") == (SERVICE, "deploy")
     with pytest.raises(ValueError):
         split_type_id("deploy")
+
+
+# --- bounds ------------------------------------------------------------------
+
+
+def test_one_header_of_many_attributes_stops_at_the_bound() -> None:
+    message = syntax_error([("X-OCCI-Attribute", ", ".join(f"mcn.a{i}=1" for i in range(5000)))])
+    assert message.startswith("X-OCCI-Attribute: more than 200 items in one field, from 'mcn.a200=1")
+
+
+def test_attributes_are_counted_across_headers_and_body() -> None:
+    headers = [("X-OCCI-Attribute", f"mcn.h{i}=1") for i in range(150)]
+    body = "".join(f"X-OCCI-Attribute: mcn.b{i}=1\n" for i in range(51))
+    assert "'mcn.b50' is one too many - a request carries at most 200" in syntax_error(headers, "text/plain", body)
+    assert len(parse_request(headers, "text/plain", body.rsplit("X-OCCI", 1)[0]).attributes) == 200
+
+
+@pytest.mark.parametrize(("value", "fragment"), [
+    ('mcn.a="' + "x" * 8193 + '"', "attribute 'mcn.a' holds 8193 characters - a value holds at most 8192"),
+    ("mcn.a=" + "9" * 65, "a bare value of 65 characters in"),
+    ("mcn.a=9223372036854775808", "attribute 'mcn.a' holds a whole number beyond 64 bits"),
+    ("mcn.a=1e999", "attribute 'mcn.a' holds inf - numbers must be finite"),
+    ('mcn.a="\\u0007"', "attribute 'mcn.a' holds the control character '\\x07' at position 1"),
+    ('mcn.a="\\u2028"', "attribute 'mcn.a' holds the control character '\\u2028'"),
+    ('mcn.a="\\ud800"', "escape \\ud800 is not a character"),
+    ("m" * 256 + "=1", "invalid attribute name 'mmmm"),
+])
+def test_values_and_names_are_bounded(value: str, fragment: str) -> None:
+    message = syntax_error([("X-OCCI-Attribute", value)])
+    assert fragment in message
+    assert len(message) < 600  # the bad part is quoted, cut short
+
+
+def test_a_name_is_checked_whole_not_by_prefix() -> None:
+    assert "invalid attribute name 'mcn.endpoint.maas.'" in syntax_error([("X-OCCI-Attribute", "mcn.endpoint.maas.=1")])
+    assert "invalid attribute name 'mcn.Maas'" in syntax_error([("X-OCCI-Attribute", "mcn.Maas=1")])
+
+
+def test_deep_or_huge_json_is_a_syntax_error() -> None:
+    assert "nested too deeply" in syntax_error([], "application/occi+json", "[" * 100_000)
+    assert "cannot read a number" in syntax_error([], "application/occi+json", '{"attributes": {"a": 1' + "0" * 5000 + "}}")
+
+
+def test_text_plain_lines_end_at_lf_or_crlf_only() -> None:
+    # str.splitlines would also break at \x1c or \u2028 and read a second field out of one value.
+    message = syntax_error([], "text/plain", 'X-OCCI-Attribute: mcn.a="x\u2028X-OCCI-Attribute: mcn.b=1"')
+    assert "text/plain body line 1, X-OCCI-Attribute: control character '\\u2028' at position 10" in message
+    request = parse_request([], "text/plain", "X-OCCI-Attribute: mcn.a=1\r\nX-OCCI-Attribute: mcn.b=2\r\n")
+    assert dict(request.attributes) == {"mcn.a": 1, "mcn.b": 2}

@@ -42,7 +42,7 @@ ORCHESTRATOR = Category(
 SMALL = Category("small", "http://example.com/tpl#", "mixin", rel="http://example.com/tpl#base", location="/small/")
 ATTRIBUTES: dict[str, AttributeValue] = {
     "mcn.endpoint.maas": "160.85.4.50",
-    "mcn.text": 'say "hi", then \\ leave;\nnext line',
+    "mcn.text": 'say "hi", then \\ leave;\tnext, after a tab',
     "mcn.count": 3,
     "mcn.ratio": 0.25,
     "mcn.ready": True,
@@ -343,3 +343,48 @@ def test_errors_render_in_each_type() -> None:
     assert json.loads(render_error(message, "application/occi+json")[1]) == {"error": message}
     assert render_error("two\nlines", "text/uri-list") == ([], "# two\r\n# lines\r\n")
     assert render_error(message, "image/png") == ([], message + "\n")
+
+
+# --- escaping: nothing a value or a name holds can end a line or forge an attribute ------------------
+
+FORGED = 'X-OCCI-Attribute: occi.mcn.stack.state="CREATE_COMPLETE"'
+HOSTILE = Entity(kind=ORCHESTRATOR, location="/orchestrator/x", attributes={
+    "occi.mcn.stack.state": "INIT_COMPLETE",
+    "mcn.value": 'a"\r\n' + FORGED + "\x0b\x85\u2028\u2029\x00\ud800",
+    'mcn.name"\n' + FORGED: "1",
+    "mcn.city": "Zürich €",
+})
+
+
+def test_text_plain_escapes_every_line_break_and_encodes_bad_names() -> None:
+    _, body = render_entity(HOSTILE, "text/plain")
+    lines = body.splitlines()  # splitlines breaks at \x0b, \x85, \u2028 ... too
+    assert len(lines) == 1 + len(HOSTILE.attributes)
+    assert [line for line in lines if line.startswith("X-OCCI-Attribute: occi.mcn.stack.state=")] == [
+        'X-OCCI-Attribute: occi.mcn.stack.state="INIT_COMPLETE"']
+    assert ('X-OCCI-Attribute: mcn.value="a\\"\\r\\nX-OCCI-Attribute: occi.mcn.stack.state=\\"CREATE_COMPLETE\\"'
+            '\\u000b\\u0085\\u2028\\u2029\\u0000\\ud800"') in lines
+    assert 'X-OCCI-Attribute: mcn.name%22%0AX-OCCI-Attribute%3A%20occi.mcn.stack.state%3D%22CREATE_COMPLETE%22="1"' in lines
+    assert 'X-OCCI-Attribute: mcn.city="Zürich €"' in lines
+    body.encode("utf-8")  # a response body can carry it
+
+
+def test_text_occi_headers_are_ascii_and_read_back() -> None:
+    headers, _ = render_entity(HOSTILE, "text/occi")
+    for _, value in headers:
+        assert value.isascii() and not any(c in value for c in "\r\n\x00")
+    (attributes,) = [value for name, value in headers if name == "X-OCCI-Attribute"]
+    assert 'mcn.city="Z\\u00fcrich \\u20ac"' in attributes
+    assert parse_request([("X-OCCI-Attribute", 'mcn.city="Z\\u00fcrich \\u20ac"')], "text/occi", "").attributes == {
+        "mcn.city": "Zürich €"}
+
+
+def test_json_escapes_through_json() -> None:
+    doc = json.loads(render_entity(HOSTILE, "application/occi+json")[1].replace("\\ud800", "?"))
+    assert doc["attributes"]["occi.mcn.stack.state"] == "INIT_COMPLETE"
+    assert doc["attributes"]['mcn.name"\n' + FORGED] == "1"
+
+
+def test_errors_keep_their_own_lines_only() -> None:
+    _, body = render_error("bad value 'a\x0bb\u2028c'\nsecond line", "text/plain")
+    assert body == "bad value 'a\\u000bb\\u2028c'\nsecond line\n"

@@ -100,25 +100,112 @@ def test_floating_ips_only_for_what_clients_reach():
     template = render(make_instance(**{"imsso.os.floating_network": "public", "imsso.os.key_name": "ops"}))
     res = template["resources"]
     fips = sorted(n for n, r in res.items() if r["type"] == "OS::Neutron::FloatingIP")
-    assert fips == ["dns-1-floating-ip", "pcscf-1-floating-ip"]
+    assert fips == ["pcscf-1-floating-ip"]  # the DNS answers the subnet only, unless told otherwise
     assert res["pcscf-1-floating-ip"]["properties"]["port_id"] == {"get_resource": "pcscf-1-port"}
     assert template["outputs"]["mcn.endpoint.pcscf-1.ims-net.public"]["value"] == \
         {"get_attr": ["pcscf-1-floating-ip", "floating_ip_address"]}
     assert "mcn.endpoint.scscf-1.ims-net.public" not in template["outputs"]
     assert res["scscf-1"]["properties"]["key_name"] == {"get_param": "key_name"}
+    public_dns = render(make_instance(**{"imsso.os.floating_network": "public",
+                                         "imsso.os.dns_clients": "0.0.0.0/0"}))
+    assert "dns-1-floating-ip" in public_dns["resources"]
+    assert "mcn.endpoint.dns-1.ims-net.public" in public_dns["outputs"]
 
 
-def test_security_groups_open_sip_to_all_at_the_p_cscf_only():
-    res = render(make_instance())["resources"]
+# --- security groups: (port, protocol, remote prefix) of every rule, per role -----------------------
 
-    def sources(role, port, protocol="udp"):
-        return sorted(r["remote_ip_prefix"] for r in res[f"{role}-secgroup"]["properties"]["rules"]
-                      if r.get("port_range_min") == port and r["protocol"] == protocol)
+CIDR, WORLD, MANAGER = "10.9.0.0/24", "0.0.0.0/0", "192.0.2.7/32"
+ICMP = (None, "icmp", CIDR)
 
-    assert sources("pcscf", 5060) == ["0.0.0.0/0"]
-    assert sources("pcscf", 5080, "tcp") == ["10.9.0.0/24"]  # management stays inside
-    assert sources("scscf", 5060) == ["10.9.0.0/24"]
-    assert sources("dns", 53) == ["0.0.0.0/0"]
+
+def rules(resources: dict) -> dict[str, set[tuple]]:
+    return {name.removesuffix("-secgroup"): {(r.get("port_range_min"), r["protocol"], r["remote_ip_prefix"])
+                                              for r in res["properties"]["rules"]}
+            for name, res in resources.items() if res["type"] == "OS::Neutron::SecurityGroup"}
+
+
+def both(port: int, prefix: str) -> set[tuple]:
+    return {(port, "udp", prefix), (port, "tcp", prefix)}
+
+
+def ims_groups(**attributes) -> dict[str, set[tuple]]:
+    """The ims profile's groups (its HSS does not run on servers yet, so the whole template does not render)."""
+    instance = Instance(id="0123456789abcdef", tenant="t1", name="core", profile="ims", driver="openstack",
+                        domain="ims.test", sizes={"hss": 1, "scscf": 1, "icscf": 1, "pcscf": 1, "dns": 1},
+                        attributes=attributes, secret="s3cret")
+    opts = hot.options(attributes, DEFAULTS)
+    profile = profiles.load("ims")
+    plan = planning.build(instance, profile, units(("hss", 1, "10.9.0.10"), ("scscf", 1, "10.9.0.11"),
+                                                   ("icscf", 1, "10.9.0.12"), ("pcscf", 1, "10.9.0.13"),
+                                                   ("dns", 1, "10.9.0.14")),
+                          lambda i, n: hot.layout(opts, n))
+    return rules(hot.security_groups(instance, profile, plan, opts))
+
+
+def test_sip_core_groups_open_sip_to_the_world_at_the_p_cscf_and_the_rest_to_the_subnet():
+    assert rules(render(make_instance())["resources"]) == {
+        "pcscf": {ICMP, *both(5060, WORLD)},  # no management rule: the orchestrator is on 127.0.0.1
+        "scscf": {ICMP, *both(5060, CIDR)},
+        "dns": {ICMP, *both(53, CIDR)},
+    }
+
+
+def test_sip_core_groups_with_a_manager_and_a_key_pair():
+    groups = rules(render(make_instance(**{"imsso.os.manager_address": "192.0.2.7",
+                                           "imsso.os.key_name": "ops"}))["resources"])
+    ssh = (22, "tcp", MANAGER)
+    assert groups == {
+        "pcscf": {ICMP, *both(5060, WORLD), (5080, "tcp", MANAGER), ssh},
+        "scscf": {ICMP, *both(5060, CIDR), (5080, "tcp", MANAGER), ssh},
+        "dns": {ICMP, *both(53, CIDR), ssh},
+    }
+
+
+def test_a_key_pair_without_a_manager_address_opens_no_ssh():
+    groups = rules(render(make_instance(**{"imsso.os.key_name": "ops"}))["resources"])
+    assert not any(port == 22 for group in groups.values() for port, _, _ in group)
+
+
+def test_ims_groups_keep_diameter_and_the_hss_status_inside():
+    assert ims_groups() == {
+        "pcscf": {ICMP, *both(5060, WORLD)},
+        "icscf": {ICMP, *both(5060, CIDR), (3868, "tcp", CIDR)},
+        "scscf": {ICMP, *both(5060, CIDR), (3868, "tcp", CIDR)},
+        "hss": {ICMP, (3868, "tcp", CIDR), (3870, "tcp", CIDR)},
+        "dns": {ICMP, *both(53, CIDR)},
+    }
+    managed = ims_groups(**{"imsso.os.manager_address": "192.0.2.7"})
+    assert managed["hss"] == {ICMP, (3868, "tcp", CIDR), (3870, "tcp", CIDR), (3870, "tcp", MANAGER)}
+    assert (5080, "tcp", MANAGER) in managed["icscf"] and (3868, "tcp", MANAGER) not in managed["icscf"]
+
+
+@pytest.mark.parametrize("groups", [
+    lambda **a: rules(render(make_instance(**a))["resources"]), ims_groups], ids=["sip-core", "ims"])
+@pytest.mark.parametrize("attributes", [{}, {"imsso.os.manager_address": "192.0.2.7", "imsso.os.key_name": "k"},
+                                        {"imsso.os.dns_clients": "203.0.113.0/24"}])
+def test_only_the_entry_sip_ports_are_open_to_the_world(groups, attributes):
+    for role, group in groups(**attributes).items():
+        world = {(port, proto) for port, proto, prefix in group if prefix == WORLD}
+        assert world == ({(5060, "udp"), (5060, "tcp")} if role == "pcscf" else set()), role
+
+
+@pytest.mark.parametrize("groups", [
+    lambda **a: rules(render(make_instance(**a))["resources"]), ims_groups], ids=["sip-core", "ims"])
+def test_dns_clients_open_the_dns_port_to_them_and_nothing_else(groups):
+    plain = groups()
+    opened = groups(**{"imsso.os.dns_clients": "0.0.0.0/0, 203.0.113.0/24"})
+    assert opened["dns"] == plain["dns"] | both(53, WORLD) | both(53, "203.0.113.0/24")
+    assert {r: g for r, g in opened.items() if r != "dns"} == {r: g for r, g in plain.items() if r != "dns"}
+
+
+@pytest.mark.parametrize("value, message", [
+    ("10.0.0.1/24", "'10.0.0.1/24' is not an IPv4 network"),
+    ("everyone", "'everyone' is not an IPv4 network such as 203.0.113.0/24"),
+    (",".join(f"10.{i}.0.0/16" for i in range(17)), "names 17 networks: at most 16"),
+])
+def test_bad_dns_clients_are_refused_with_what_is_accepted(value, message):
+    with pytest.raises(InvalidInput, match=message):
+        hot.options({"imsso.os.dns_clients": value}, DEFAULTS)
 
 
 def test_user_data_writes_the_same_configs_as_the_plan_and_starts_the_unit():
@@ -139,7 +226,7 @@ def test_user_data_writes_the_same_configs_as_the_plan_and_starts_the_unit():
     assert not any(p.endswith("subscribers.sql") for p in files)  # the P-CSCF authenticates no one
     scscf = yaml.safe_load(res["scscf-1"]["properties"]["user_data"]["str_replace"]["template"])
     sql = next(f["content"] for f in scscf["write_files"] if f["path"].endswith("subscribers.sql"))
-    assert "('alice', 'ims.test', 'pa''ss-word')" in sql  # quoted for SQL
+    assert "('alice', 'ims.test', 'pa''ss-word', '', '')" in sql  # quoted for SQL; no HA1 given here
     assert any("sqlite3 /var/lib/imsso/subscribers.sqlite" in c[2] for c in scscf["runcmd"])
     dns = yaml.safe_load(res["dns-1"]["properties"]["user_data"]["str_replace"]["template"])
     assert {f["path"] for f in dns["write_files"]} >= {"/etc/imsso/dns-1/zone.json",

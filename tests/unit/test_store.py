@@ -13,6 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from imsso.model import (Conflict, Instance, InstanceState, NotFound, Operation, OperationError,
                          OperationKind, OperationState, StepRecord, Subscriber, Unit, UnitState)
 from imsso.store import Store
+from imsso.vault import ha1_pair
 
 UTC = dt.timezone.utc
 
@@ -106,7 +107,7 @@ def test_migrate_twice_is_a_no_op(store: Store):
             == version_before
     assert {"tokens", "instances", "units", "operations", "events", "subscribers",
             "alembic_version"} <= tables_before
-    assert version_before == ["0003"]
+    assert version_before == ["0004"]
     assert store.get_instance(instance.id) == instance
 
 
@@ -388,24 +389,29 @@ def test_events_in_order_and_since(store: Store):
 # --- subscribers ------------------------------------------------------------------------------------
 
 def test_subscribers_put_list_delete(store: Store):
-    instance = store.create_instance(make_instance("a"))
+    """A profile that needs the password back (ims) gets it back; sip-core keeps HA1 only."""
+    instance = store.create_instance(make_instance("a", profile="ims"))
     other = store.create_instance(make_instance("b"))
     domain = instance.domain
 
     assert store.put_subscriber(Subscriber(instance.id, "bob", domain, "pw1")) is True
-    assert store.put_subscriber(Subscriber(instance.id, "alice", domain, "pw2")) is True
+    assert store.put_subscriber(Subscriber(instance.id, "alice", domain, "pw2", "00" * 16, "11" * 16)) is True
     assert store.put_subscriber(Subscriber(other.id, "bob", domain, "elsewhere")) is True
     assert store.put_subscriber(Subscriber(instance.id, "bob", domain, "changed")) is False
 
-    assert store.subscribers(instance.id) == [Subscriber(instance.id, "alice", domain, "pw2"),
+    assert store.subscribers(instance.id) == [Subscriber(instance.id, "alice", domain, "pw2", "00" * 16, "11" * 16),
                                               Subscriber(instance.id, "bob", domain, "changed")]
     assert store.subscribers(instance.id)[1].aor == f"sip:bob@{domain}"
+    hidden = store.subscribers(instance.id, secrets=False)
+    assert [(s.user, s.password, s.k, s.opc, s.auth) for s in hidden] == [
+        ("alice", "", "", "", ["digest", "aka"]), ("bob", "", "", "", ["digest"])]
 
     assert store.delete_subscriber(instance.id, "bob", domain) is True
     assert store.delete_subscriber(instance.id, "bob", domain) is False
     assert store.delete_subscriber(instance.id, "alice", "wrong.domain") is False
     assert [s.user for s in store.subscribers(instance.id)] == ["alice"]
-    assert store.subscribers(other.id) == [Subscriber(other.id, "bob", domain, "elsewhere")]
+    ha1, ha1b = ha1_pair("bob", domain, "elsewhere")
+    assert store.subscribers(other.id) == [Subscriber(other.id, "bob", domain, "", ha1=ha1, ha1b=ha1b)]
 
 
 # --- tokens -----------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
@@ -13,8 +14,9 @@ from starlette.exceptions import HTTPException
 
 from ..model import OrchestratorError
 from ..telemetry import CONTENT_TYPE
+from .limits import RequestLimits, TooLarge
 from .occi import routes as occi_routes
-from .rest import router as rest_router
+from .rest import openapi as rest_openapi, router as rest_router
 
 log = logging.getLogger("imsso.api")
 STATUS = {"invalid": 400, "not_applicable": 400, "not_found": 404, "conflict": 409,
@@ -32,13 +34,17 @@ def create_app(app_state) -> FastAPI:
         finally:
             app_state.stop()
 
+    settings = getattr(app_state, "settings", None)
+    # The contract (/v1/openapi.json) is public like the API's shape; the Swagger UI is a setting.
     app = FastAPI(title="imsso", version="0.1.0", lifespan=lifespan,
                   description="IMS Service Orchestrator: OCCI at /orchestrator/ and /ims/, JSON under /v1",
-                  openapi_url="/v1/openapi.json", docs_url="/v1/docs", redoc_url=None)
+                  openapi_url="/v1/openapi.json", redoc_url=None,
+                  docs_url="/v1/docs" if getattr(settings, "docs", True) else None)
+    app.openapi = lambda: rest_openapi(app)
     app.state.service = app_state.service
     app.include_router(rest_router)
     telemetry = getattr(app_state, "telemetry", None)
-    if telemetry is not None:
+    if telemetry is not None and settings is not None and settings.metrics_enabled():
         @app.get("/metrics", include_in_schema=False)
         def metrics() -> Response:
             """The orchestrator's own figures for Prometheus (no token: bind to a trusted address)."""
@@ -52,10 +58,18 @@ def create_app(app_state) -> FastAPI:
     for error_type, status in occi_routes.OCCI_ERRORS.items():
         app.add_exception_handler(error_type, _plain_handler(status))
 
+    # Every request's headers and body are bounded before any handler reads them.
+    max_body = getattr(getattr(app_state, "settings", None), "max_body", 1024 * 1024)
+    app.add_middleware(RequestLimits, limit=max_body, refuse=_body_refusal)
+    app.add_exception_handler(TooLarge, lambda request, exc: _body_refusal(request, exc))
+
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> Response:
-        log.exception("unexpected error on %s %s", request.method, request.url.path)
-        return error_response(request, 500, "internal", f"internal error: {type(exc).__name__}: {exc}", {})
+        # The client gets a reference, not internals; the log has the traceback under it.
+        reference = uuid.uuid4().hex[:12]
+        log.exception("unexpected error %s on %s %s", reference, request.method, request.url.path)
+        return error_response(request, 500, "internal", f"internal error (reference {reference} in the "
+                              "service's log)", {"reference": reference})
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> Response:
@@ -84,6 +98,12 @@ def _allowed_methods(app: FastAPI, path: str) -> list[str]:
     scope = {"type": "http", "path": path, "root_path": ""}
     return [m for m in ("GET", "PUT", "POST", "PATCH", "DELETE")
             if any(r.matches({**scope, "method": m})[0] == Match.FULL for r in app.router.routes)]
+
+
+def _body_refusal(request: Request, exc: TooLarge) -> Response:
+    response = error_response(request, exc.status_code, "too_large", exc.detail, {"limit": exc.limit})
+    response.headers["Connection"] = "close"
+    return response
 
 
 def _plain_handler(status: int):

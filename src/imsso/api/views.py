@@ -84,13 +84,13 @@ def event_json(event: Event) -> dict[str, Any]:
             "message": event.message, "data": event.data}
 
 
-def subscriber_json(sub: Subscriber, with_password: bool = False) -> dict[str, Any]:
+def subscriber_json(sub: Subscriber) -> dict[str, Any]:
+    """Who it is and which credentials it has; never a password, HA1, K or OPc once set."""
     # impi/impu: the private and public identities an HSS knows the subscriber by.
+    auth = sub.auth
     data: dict[str, Any] = {"user": sub.user, "domain": sub.domain, "aor": sub.aor,
-                            "impi": f"{sub.user}@{sub.domain}", "impu": sub.aor,
-                            "auth": [a for a, has in (("digest", sub.password), ("aka", sub.k)) if has]}
-    if with_password:
-        data["password"] = sub.password
-        if sub.k:
-            data.update(k=sub.k, opc=sub.opc, amf=sub.amf)
+                            "impi": f"{sub.user}@{sub.domain}", "impu": sub.aor, "auth": auth,
+                            "digest": "digest" in auth, "aka": "aka" in auth}
+    if "aka" in auth:
+        data["amf"] = sub.amf  # not a secret: the vectors' management field
     return data

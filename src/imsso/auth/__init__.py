@@ -14,6 +14,7 @@ import uuid
 from pathlib import Path
 from typing import Protocol
 
+from ..config import private_dir
 from ..model import Forbidden, InvalidInput, Unauthorized, utcnow
 from ..store import Store
 
@@ -53,7 +54,7 @@ class LocalTokens:
     def admin_token(self) -> str:
         """The secret that may issue tokens, readable only by whoever owns the data folder."""
         if not self.admin_token_file.exists():
-            self.admin_token_file.parent.mkdir(parents=True, exist_ok=True)
+            private_dir(self.admin_token_file.parent)
             tmp = self.admin_token_file.with_suffix(".new")
             tmp.touch(mode=0o600)
             tmp.write_text(secrets.token_urlsafe(32) + "\n")

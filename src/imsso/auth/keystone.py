@@ -6,6 +6,7 @@ Answers are cached for a short while; Keystone unreachable is `Unavailable`, nev
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from urllib.parse import urlsplit, urlunsplit
@@ -29,11 +30,16 @@ def v3_url(url: str) -> str:
 
 
 class KeystoneValidator:
-    def __init__(self, url: str, cache_seconds: float = 30.0, timeout: float = 5.0):
+    def __init__(self, url: str, cache_seconds: float = 30.0, timeout: float = 5.0,
+                 refusal_seconds: float = 5.0):
         self.url = v3_url(url)
         self.cache_seconds = cache_seconds
+        self.refusal_seconds = refusal_seconds  # a flood of bad tokens is not a flood to Keystone
         self.session = ks_session.Session(timeout=timeout)
+        # Both caches are read and written by the API's threads (FastAPI runs the dependency in its
+        # threadpool): every access holds the lock; Keystone is asked outside it.
         self._cache: dict[str, tuple[float, dict]] = {}
+        self._refused: dict[str, float] = {}  # sha256 of a refused token -> until when it stays refused
         self._lock = threading.Lock()
 
     def validate(self, token: str, tenant: str) -> str:
@@ -50,16 +56,22 @@ class KeystoneValidator:
 
     def _token(self, token: str) -> dict:
         now = time.monotonic()
+        digest = hashlib.sha256(token.encode()).hexdigest()
         with self._lock:
             hit = self._cache.get(token)
             if hit and hit[0] > now:
                 return hit[1]
-        body = self._fetch(token)
+            if self._refused.get(digest, 0.0) > now:
+                raise Unauthorized("invalid or expired token (Keystone refused it moments ago)")
+        try:
+            body = self._fetch(token)
+        except Unauthorized:
+            if self.refusal_seconds > 0:
+                with self._lock:
+                    _remember(self._refused, digest, now + self.refusal_seconds, now, lambda until: until)
+            raise
         with self._lock:
-            if len(self._cache) >= CACHE_MAX:  # drop what has expired before growing further
-                self._cache = {k: v for k, v in self._cache.items() if v[0] > now}
-            if len(self._cache) < CACHE_MAX:
-                self._cache[token] = (now + self.cache_seconds, body)
+            _remember(self._cache, token, (now + self.cache_seconds, body), now, lambda entry: entry[0])
         return body
 
     def _fetch(self, token: str) -> dict:
@@ -73,3 +85,12 @@ class KeystoneValidator:
         if response.status_code != 200:
             raise Unavailable(f"Keystone at {self.url} answered {response.status_code} to a token check")
         return response.json()["token"]
+
+
+def _remember(cache: dict, key: str, value, now: float, until) -> None:
+    """Keep `value` unless the cache is full of entries still valid (CACHE_MAX bounds memory)."""
+    if len(cache) >= CACHE_MAX:  # drop what has expired before growing further
+        for stale in [k for k, v in cache.items() if until(v) <= now]:
+            del cache[stale]
+    if len(cache) < CACHE_MAX:
+        cache[key] = value

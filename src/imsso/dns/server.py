@@ -2,8 +2,9 @@
 
     python -m imsso.dns.server --zone /abs/zone.json --listen 127.100.0.2 --port 53 [--pidfile F]
 
-UDP is served inline by the main loop (no thread per datagram); each TCP connection gets a
-thread. SIGHUP re-reads the zone file (a bad file keeps the old zone), SIGTERM/SIGINT stop.
+UDP and TCP are served by one loop without threads; a query that fails to parse or to answer gets
+FORMERR, SERVFAIL or nothing, never an exception that stops the loop. SIGHUP re-reads the zone file
+(a bad file keeps the old zone), SIGTERM/SIGINT stop.
 Exit status: 0 after a signal, 1 for a bad zone file at start, 2 for a binding or usage error.
 """
 
@@ -18,20 +19,23 @@ import signal
 import socket
 import struct
 import sys
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dnslib import AAAA, EDNS0, NAPTR, NS, QTYPE, RCODE, RR, SOA, SRV, A, DNSHeader, DNSRecord
+from dnslib import AAAA, EDNS0, NAPTR, NS, QTYPE, RCODE, RR, SOA, SRV, A, DNSHeader, DNSLabel, DNSRecord
 
 PROG = "imsso-dns"
 TTL_DEFAULT = 60
 NEGATIVE_TTL = 60  # short: the orchestrator adds names at any time
 UDP_PLAIN_MAX = 512
 UDP_EDNS_MAX = 1232  # the usual EDNS buffer size that avoids IP fragmentation
-TCP_IDLE = 10.0
+TCP_MAX = 65535  # a TCP message's length is a 16-bit prefix
+TCP_IDLE = 10.0  # seconds a connection may stay silent (RFC 7766 asks servers to close idle ones)
+TCP_CONNECTIONS = 128  # above this, a new connection closes the one silent the longest
+MAX_QUERY = 4096  # a query is one name and an OPT record: longer is not a query
+LOG_EVERY = 10.0  # seconds between two lines about failed answers, so a flood cannot fill the disk
 OPCODE_QUERY = 0
 CLASS_IN, CLASS_ANY = 1, 255
 STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
@@ -53,6 +57,19 @@ class Zone:
 
 def log(message: str) -> None:
     print(f"{PROG}[{os.getpid()}]: {message}", file=sys.stderr, flush=True)
+
+
+_throttle = {"next": 0.0, "quiet": 0}
+
+
+def log_throttled(message: str) -> None:
+    """At most one line per LOG_EVERY seconds, counting the lines left out."""
+    now = time.monotonic()
+    if now < _throttle["next"]:
+        _throttle["quiet"] += 1
+        return
+    quiet, _throttle["quiet"], _throttle["next"] = _throttle["quiet"], 0, now + LOG_EVERY
+    log(message + (f" ({quiet} more like it not logged)" if quiet else ""))
 
 
 # ---- zone file ----
@@ -179,13 +196,20 @@ def _additional(zone: Zone, reply: DNSRecord) -> None:
                 reply.add_ar(RR(target + ".", qtype, rdata=rdata, ttl=ttl))
 
 
+def qname_text(qname: DNSLabel) -> str:
+    """A wire name as zone text, lower case. A byte no zone name holds (a dot inside a label, a
+    backslash, a space, a non-ASCII byte) is escaped, so that such a name never matches one."""
+    return ".".join("".join(chr(c) if 33 <= c < 127 and c not in (46, 92) else f"\\{c:03d}" for c in label)
+                    for label in qname.label).lower()
+
+
 def resolve(zone: Zone, request: DNSRecord) -> DNSRecord:
     if request.header.opcode != OPCODE_QUERY:
         return _reply(request, RCODE.NOTIMP, False)
     if len(request.questions) != 1:
         return _reply(request, RCODE.FORMERR, False)
     q = request.q
-    name = norm(str(q.qname))
+    name = qname_text(q.qname)
     if q.qclass not in (CLASS_IN, CLASS_ANY) or not in_domain(name, zone.domain):
         return _reply(request, RCODE.REFUSED, False)
     if q.qtype in (QTYPE.AXFR, QTYPE.IXFR):
@@ -212,28 +236,58 @@ def _edns_size(request: DNSRecord) -> int | None:
     return None
 
 
+def _bare(data: bytes, rcode: int) -> bytes | None:
+    """A header-only reply built from the query's first bytes, for a query we will not parse further."""
+    if len(data) < 12 or data[2] & 0x80:
+        return None  # no header to answer, or a response: answering could loop
+    flags = 0x8000 | (data[2] & 0x79) << 8 | rcode  # QR, the query's opcode and RD
+    return data[:2] + struct.pack("!HHHHH", flags, 0, 0, 0, 0)
+
+
+def _packable(name: DNSLabel) -> bool:
+    """RFC 1035 limits: dnslib parses longer labels and names than it can pack."""
+    return all(0 < len(label) <= 63 for label in name.label) and sum(len(l) + 1 for l in name.label) < 255
+
+
 def answer(zone: Zone, data: bytes, udp: bool) -> bytes | None:
-    """The wire reply to one wire query; None for garbage that does not deserve one."""
+    """The wire reply to one wire query; None for what does not deserve one. Never raises: any
+    failure costs that one query a FORMERR or SERVFAIL, never the server."""
+    try:
+        return _answer(zone, data, udp)
+    except Exception as exc:  # a bug in the code below, or in dnslib
+        log_throttled(f"SERVFAIL: {exc!r}"[:300])
+        return _bare(data, RCODE.SERVFAIL)
+
+
+def _answer(zone: Zone, data: bytes, udp: bool) -> bytes | None:
+    if len(data) < 12 or data[2] & 0x80:
+        return None
+    if (data[2] >> 3) & 0xF != OPCODE_QUERY:
+        return _bare(data, RCODE.NOTIMP)
+    # One question, no answer or authority, at most the OPT record: what a query is. Anything else
+    # is refused before dnslib parses it, whose cost grows with the records and pointers a message holds.
+    qd, an, ns, ar = struct.unpack("!4H", data[4:12])
+    if len(data) > MAX_QUERY or (qd, an, ns) != (1, 0, 0) or ar > 1:
+        return _bare(data, RCODE.FORMERR)
     try:
         request = DNSRecord.parse(data)
-    except Exception:  # dnslib raises more than DNSError on garbage; a packet must never stop us
-        if len(data) < 12 or data[2] & 0x80:
-            return None  # no header to answer, or a response: answering could loop
-        header = DNSHeader(id=struct.unpack("!H", data[:2])[0], qr=1, rcode=RCODE.FORMERR)
-        return bytes(DNSRecord(header).pack())
-    if request.header.qr:
-        return None  # a response sent to us: answering could loop
+    except Exception:  # dnslib raises more than DNSError on garbage
+        return _bare(data, RCODE.FORMERR)
+    if not _packable(request.q.qname):
+        return _bare(data, RCODE.FORMERR)
+    edns = _edns_size(request)
     try:
         reply = resolve(zone, request)
     except Exception as exc:  # a bug here must cost one answer, not the server
-        log(f"SERVFAIL for {request.q.qname}: {exc!r}")
+        log_throttled(f"SERVFAIL for {request.q.qname}: {exc!r}"[:300])
         reply = _reply(request, RCODE.SERVFAIL, False)
-    edns = _edns_size(request)
-    limit = min(max(edns or UDP_PLAIN_MAX, UDP_PLAIN_MAX), UDP_EDNS_MAX)
-    if udp and len(_with_edns(reply, edns).pack()) > limit:  # TC: the client retries over TCP
+    limit = min(max(edns or UDP_PLAIN_MAX, UDP_PLAIN_MAX), UDP_EDNS_MAX) if udp else TCP_MAX
+    wire = _with_edns(reply, edns).pack()
+    if len(wire) > limit:  # TC: over UDP the client retries over TCP
         reply = _reply(request, reply.header.rcode, bool(reply.header.aa))
         reply.header.tc = 1
-    return bytes(_with_edns(reply, edns).pack())
+        wire = _with_edns(reply, edns).pack()  # header, question and OPT: under 512 bytes
+    return bytes(wire)
 
 
 def _with_edns(reply: DNSRecord, edns: int | None) -> DNSRecord:
@@ -261,19 +315,57 @@ def bind(family: int, kind: int, address: str, port: int) -> socket.socket:
     return sock
 
 
-def _recv_exact(conn: socket.socket, size: int) -> bytes | None:
-    data = b""
-    while len(data) < size:
-        chunk = conn.recv(size - len(data))
-        if not chunk:
+class Closed(Exception):
+    """The TCP client is done, or broke the framing: close its connection."""
+
+
+class Stream:
+    """One TCP client: bytes not yet answered, the reply not yet sent, and when it last moved."""
+
+    def __init__(self, sock: socket.socket, now: float) -> None:
+        self.sock, self.inbox, self.outbox, self.last = sock, bytearray(), b"", now
+        self.events = selectors.EVENT_READ
+
+    def message(self) -> bytes | None:
+        """The next whole query, None while it is incomplete."""
+        if len(self.inbox) < 2:
             return None
-        data += chunk
-    return data
+        size = int.from_bytes(self.inbox[:2], "big")
+        if not 12 <= size <= MAX_QUERY:
+            raise Closed(f"message length {size}")  # not a query: do not wait for 64 KB of it
+        if len(self.inbox) < 2 + size:
+            return None
+        data = bytes(self.inbox[2:2 + size])
+        del self.inbox[:2 + size]
+        return data
+
+    def receive(self) -> None:
+        # Never more than one query's worth: memory per connection stays bounded.
+        data = self.sock.recv(2 + MAX_QUERY - len(self.inbox))
+        if not data:
+            raise Closed("end of stream")
+        self.inbox += data
+        self.last = time.monotonic()
+
+    def send(self) -> None:
+        try:
+            sent = self.sock.send(self.outbox)
+        except (BlockingIOError, InterruptedError):
+            return
+        self.outbox = self.outbox[sent:]
+        self.last = time.monotonic()
 
 
 class Server:
-    def __init__(self, zone_path: Path, address: str, zone: Zone) -> None:
-        self.zone_path, self.address, self.zone = zone_path, address, zone
+    """UDP and TCP served by one loop, without threads: a client can hold a connection, never the loop.
+    TCP is bounded: TCP_CONNECTIONS at once (a new one closes the one silent the longest), TCP_IDLE
+    seconds of silence, MAX_QUERY bytes a message, one reply waiting per connection."""
+
+    def __init__(self, zone_path: Path, address: str, zone: Zone, tcp_idle: float = TCP_IDLE) -> None:
+        self.zone_path, self.address, self.zone, self.tcp_idle = zone_path, address, zone, tcp_idle
+        self.streams: dict[socket.socket, Stream] = {}
+        self.sel: selectors.BaseSelector | None = None
+        self.next_sweep = 0.0
 
     def reload(self) -> None:
         try:
@@ -281,7 +373,7 @@ class Server:
         except ZoneError as exc:
             log(f"reload failed, keeping the zone loaded before: {exc}")
             return
-        self.zone = zone  # one reference swap: TCP threads see the old or the new zone, whole
+        self.zone = zone
         log(f"reloaded {zone.domain}: {zone.count} records from {self.zone_path}, serial {zone.serial}")
 
     def serve_udp(self, sock: socket.socket) -> None:
@@ -299,39 +391,86 @@ class Server:
                 except OSError:
                     pass  # the client went away: its problem
 
-    def serve_tcp(self, conn: socket.socket) -> None:
-        with conn:
-            conn.setblocking(True)
-            conn.settimeout(TCP_IDLE)
-            try:
-                while (head := _recv_exact(conn, 2)) is not None:
-                    data = _recv_exact(conn, struct.unpack("!H", head)[0])
-                    wire = None if data is None else answer(self.zone, data, udp=False)
-                    if wire is None:
-                        return
-                    conn.sendall(struct.pack("!H", len(wire)) + wire)
-            except OSError:
-                return  # idle timeout or reset
-
     def accept(self, sock: socket.socket) -> None:
+        assert self.sel is not None
+        for _ in range(64):
+            try:
+                conn, _ = sock.accept()
+            except OSError:
+                return
+            if len(self.streams) >= TCP_CONNECTIONS:
+                self.close(min(self.streams.values(), key=lambda stream: stream.last))
+            conn.setblocking(False)
+            self.streams[conn] = Stream(conn, time.monotonic())
+            self.sel.register(conn, selectors.EVENT_READ, self.serve_tcp)
+
+    def serve_tcp(self, conn: socket.socket) -> None:
+        stream = self.streams.get(conn)
+        if stream is None:
+            return  # closed earlier in this round
         try:
-            conn, _ = sock.accept()
-        except OSError:
+            if stream.outbox:
+                stream.send()
+            else:
+                stream.receive()
+            self._answer_stream(stream)
+        except (Closed, OSError):
+            self.close(stream)
             return
-        threading.Thread(target=self.serve_tcp, args=(conn,), daemon=True).start()
+        events = selectors.EVENT_WRITE if stream.outbox else selectors.EVENT_READ
+        if events != stream.events:  # read the next query only once the last reply is out
+            assert self.sel is not None
+            self.sel.modify(conn, events, self.serve_tcp)
+            stream.events = events
+
+    def _answer_stream(self, stream: Stream) -> None:
+        while not stream.outbox and (data := stream.message()) is not None:
+            wire = answer(self.zone, data, udp=False)
+            if wire is None:
+                raise Closed("not a query")
+            stream.outbox = struct.pack("!H", len(wire)) + wire
+            stream.send()
+
+    def close(self, stream: Stream) -> None:
+        if self.streams.pop(stream.sock, None) is not None and self.sel is not None:
+            self.sel.unregister(stream.sock)
+        stream.sock.close()
+
+    def sweep(self) -> None:
+        """Close the connections silent for tcp_idle seconds, looking at most ten times a second."""
+        now = time.monotonic()
+        if now >= self.next_sweep:
+            self.next_sweep = now + min(0.1, self.tcp_idle)
+            for stream in [s for s in self.streams.values() if now - s.last > self.tcp_idle]:
+                self.close(stream)
 
     def run(self, udp: socket.socket, tcp: socket.socket, wakeup: int) -> None:
         """Serve until a stop signal; signal numbers arrive as bytes on the wakeup pipe."""
         with selectors.DefaultSelector() as sel:
+            self.sel = sel
             sel.register(udp, selectors.EVENT_READ, self.serve_udp)
             sel.register(tcp, selectors.EVENT_READ, self.accept)
             sel.register(wakeup, selectors.EVENT_READ, None)
-            while True:
-                for key, _ in sel.select():
-                    if key.data is not None:
-                        key.data(key.fileobj)
-                    elif self._signals(wakeup):
-                        return
+            try:
+                while True:
+                    for key, _ in sel.select(timeout=0.1 if self.streams else None):
+                        if key.data is None:
+                            if self._signals(wakeup):
+                                return
+                        else:
+                            self._step(key.data, key.fileobj)
+                    self.sweep()
+            finally:
+                for stream in list(self.streams.values()):
+                    self.close(stream)
+                self.sel = None
+
+    @staticmethod
+    def _step(handler: Any, fileobj: Any) -> None:
+        try:
+            handler(fileobj)
+        except Exception as exc:  # a bug must cost one client, never the loop every client shares
+            log_throttled(f"error serving a client: {exc!r}"[:300])
 
     def _signals(self, wakeup: int) -> bool:
         try:
@@ -394,11 +533,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--listen", required=True, help="address to serve on, UDP and TCP")
     parser.add_argument("--port", type=int, default=53)
     parser.add_argument("--pidfile", type=Path, help="file to hold our pid while we serve")
+    parser.add_argument("--tcp-idle", type=float, default=TCP_IDLE, metavar="SECONDS",
+                        help=f"close a TCP connection silent this long (default {TCP_IDLE:g})")
     args = parser.parse_args(argv)
     try:
         ipaddress.ip_address(args.listen)
     except ValueError:
         parser.error(f"--listen must be an IP address, not {args.listen!r}")
+    if not 0 < args.tcp_idle <= 3600:
+        parser.error(f"--tcp-idle must be more than 0 and at most 3600 seconds, not {args.tcp_idle:g}")
     return args
 
 
@@ -416,7 +559,7 @@ def main(argv: list[str] | None = None) -> int:
     log(f"serving {zone.domain}: {zone.count} records from {args.zone} on {args.listen} "
         f"port {args.port} udp+tcp, serial {zone.serial}")
     try:
-        Server(args.zone, args.listen, zone).run(udp, tcp, wakeup)
+        Server(args.zone, args.listen, zone, args.tcp_idle).run(udp, tcp, wakeup)
     finally:
         udp.close()
         tcp.close()

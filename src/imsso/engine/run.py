@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..drivers import Driver, DriverError
-from ..model import Instance, Operation, OperationError, StepRecord, utcnow
+from ..model import Instance, Operation, OperationError, OperationKind, StepRecord, utcnow
 from ..profiles import Profile
 from ..store import Store
 
@@ -19,6 +19,15 @@ class StepFailed(Exception):
     def __init__(self, error: OperationError):
         super().__init__(error.message)
         self.error = error
+
+
+class Cancelled(Exception):
+    """A dispose was requested: the operation stops at this step boundary (the dispose removes
+    whatever it had created, level-based, so nothing is rolled back here)."""
+
+    def __init__(self, dispose_id: str, before: str):
+        super().__init__(f"cancelled by dispose {dispose_id}")
+        self.dispose_id, self.before = dispose_id, before
 
 
 @dataclass
@@ -32,13 +41,15 @@ class Run:
 
     @contextmanager
     def step(self, name: str) -> Iterator[StepRecord]:
+        self.check_cancelled(f"step '{name}'")
         record = StepRecord(name=name, state="running", started_at=utcnow().isoformat())
         self.op.steps.append(record)
         self.store.save_operation(self.op)
         try:
             yield record
-        except StepFailed:  # a step inside this one failed: so did this one
-            record.state, record.finished_at = "failed", utcnow().isoformat()
+        except (StepFailed, Cancelled) as stop:  # a step inside this one failed or was not begun
+            record.state = "failed" if isinstance(stop, StepFailed) else "cancelled"
+            record.finished_at = utcnow().isoformat()
             self.store.save_operation(self.op)
             raise
         except Exception as exc:  # recorded with its cause, then the operation fails
@@ -51,6 +62,15 @@ class Run:
         self.store.save_operation(self.op)
         self.event("step", f"{self.op.kind.value}: {name}" + (f": {record.detail}" if record.detail else ""),
                    {"operation": self.op.id})
+
+    def check_cancelled(self, before: str) -> None:
+        """Raise Cancelled when a dispose waits for this operation (the store says so, so a
+        restart does not forget it). A dispose itself is never cancelled."""
+        if self.op.kind == OperationKind.DISPOSE:
+            return
+        dispose = self.store.queued_dispose(self.instance.id)
+        if dispose is not None and dispose.id != self.op.id:
+            raise Cancelled(dispose.id, before)
 
     def event(self, kind: str, message: str, data: dict[str, Any] | None = None) -> None:
         self.store.add_event(self.instance.id, kind, message, data)

@@ -24,6 +24,7 @@ Choices made for Kamailio 5.6 (cdp, ims_icscf, ims_auth, ims_registrar_scscf):
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import os
 import threading
@@ -49,6 +50,7 @@ from .diameter import (
     CODE_SAR,
     CODE_UAR,
     COMMAND_UNSUPPORTED,
+    FLAG_E,
     FIXED_SIZE,
     INVALID_AVP_VALUE,
     MISSING_AVP,
@@ -56,6 +58,7 @@ from .diameter import (
     RESULT_NAMES,
     SUCCESS,
     UNABLE_TO_COMPLY,
+    UNKNOWN_PEER,
     VENDOR_3GPP,
     Avp,
     DiameterError,
@@ -63,6 +66,7 @@ from .diameter import (
     avp,
 )
 from .diameter import DICTIONARY as AVPS
+from .state import State, StateFile, state_snapshot
 
 CX_COMMANDS = frozenset({CODE_UAR, CODE_SAR, CODE_LIR, CODE_MAR})
 NO_STATE_MAINTAINED = 1
@@ -128,11 +132,27 @@ class Subscriber:
 
 
 @dataclass(frozen=True)
+class Peer:
+    """A Diameter client this HSS serves: the Origin-Host of its CER and the address it connects
+    from (the orchestrator knows both: the CSCFs' cdp FQDN and their unit address)."""
+    host: str
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+@dataclass(frozen=True)
 class Subscribers:
     realm: str
     scscfs: tuple[str, ...]
     subscribers: tuple[Subscriber, ...]
     identity: str | None = None  # our Origin-Host, when the file names it
+    peers: tuple[Peer, ...] = ()  # no peers: every CER is refused
+
+    def allows(self, host: str | None, address: str | None) -> bool:
+        """Whether a CER with this Origin-Host, over a connection from this address, is ours."""
+        ip = _ip(address)
+        if host is None or ip is None:
+            return False
+        return any(p.host == host.lower() and p.address == ip for p in self.peers)
 
     @classmethod
     def load(cls, path: Path, config: Path | None = None) -> Subscribers:
@@ -167,7 +187,31 @@ class Subscribers:
             raise SubscribersError("'identity' must be a non-empty string")
         subs = tuple(_subscriber(e, i) for i, e in enumerate(entries))
         _unique(subs)
-        return cls(realm, tuple(scscfs), subs, identity)
+        return cls(realm, tuple(scscfs), subs, identity, _peers(data.get("peers", [])))
+
+
+def _ip(address: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        ip = ipaddress.ip_address(address) if address is not None else None
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped  # an IPv4 client seen by a dual-stack socket
+    return ip
+
+
+def _peers(entries: Any) -> tuple[Peer, ...]:
+    want = "'peers' must be a list of {\"host\": Origin-Host, \"address\": IP address}"
+    if not isinstance(entries, list):
+        raise SubscribersError(want)
+    peers = []
+    for n, e in enumerate(entries):
+        host = e.get("host") if isinstance(e, dict) else None
+        ip = _ip(e.get("address")) if isinstance(e, dict) and isinstance(e.get("address"), str) else None
+        if not isinstance(host, str) or not host or ip is None:
+            raise SubscribersError(f"peers[{n}]: {e!r}: {want}")
+        peers.append(Peer(host.lower(), ip))
+    return tuple(peers)
 
 
 def _text(rec: dict[str, Any], key: str, where: str = "") -> str:
@@ -311,7 +355,7 @@ class Hss:
     def __init__(self, subscribers: Subscribers, identity: str, realm: str,
                  host_ips: Iterable[str] = ("127.0.0.1",), product: str = "imsso-hss",
                  log: Callable[[str], None] | None = None,
-                 random: Callable[[int], bytes] = os.urandom):
+                 random: Callable[[int], bytes] = os.urandom, state: StateFile | None = None):
         self.identity = identity
         self.realm = realm
         self.host_ips = tuple(host_ips)
@@ -324,9 +368,43 @@ class Hss:
         self._registrations: dict[str, Registration] = {}
         self._sqn: dict[str, int] = {}
         self._handlers: dict[int, Callable[[Message], Message]] = {
-            CODE_CE: self._cer, CODE_DW: self._dwr, CODE_DP: self._dpr, CODE_UAR: self._uar,
+            CODE_DW: self._dwr, CODE_DP: self._dpr, CODE_UAR: self._uar,
             CODE_SAR: self._sar, CODE_LIR: self._lir, CODE_MAR: self._mar}
+        self._state = state
+        self._version = 0  # bumped by every change of registrations or SQN counters
+        self._taken = 0  # the version last handed to the state file
         self._install(subscribers)
+        if state is not None:
+            self._restore(state.load())
+
+    # ---- durable state ----
+
+    def _restore(self, saved: State) -> None:
+        """Registrations of identities still known, and SQN counters never below what was handed
+        out (a USIM refuses an SQN it has seen: a lower one would force a resynchronisation)."""
+        for impu, (server, registered) in saved.registrations.items():
+            if impu in self._by_impu:
+                self._registrations[impu] = Registration(server, registered)
+        for impi, sqn in saved.sqn.items():
+            if impi in self._sqn:
+                self._sqn[impi] = max(self._sqn[impi], sqn)
+        if saved.registrations or saved.sqn:
+            self.log(f"state restored: {len(self._registrations)} registrations, "
+                     f"{len(saved.sqn)} SQN counters")
+
+    def _changed(self) -> None:
+        self._version += 1
+
+    def _pending(self) -> tuple[int, State] | None:
+        """What to write, taken under the lock; written outside it, before the answer leaves."""
+        if self._state is None or self._version == self._taken:
+            return None
+        self._taken = self._version
+        return self._version, state_snapshot(self._registrations, self._sqn)
+
+    def _persist(self, pending: tuple[int, State] | None) -> None:
+        if pending is not None and self._state is not None:
+            self._state.save(*pending)
 
     # ---- subscribers ----
 
@@ -356,8 +434,13 @@ class Hss:
             before = len(self._registrations)
             self._registrations = {u: r for u, r in self._registrations.items()
                                    if u in self._by_impu and r.server not in gone}
-            return {"subscribers": len(subs.subscribers), "scscfs": len(subs.scscfs),
-                    "registrations_dropped": before - len(self._registrations)}
+            dropped = before - len(self._registrations)
+            if dropped:
+                self._changed()
+            pending = self._pending()
+        self._persist(pending)
+        return {"subscribers": len(subs.subscribers), "scscfs": len(subs.scscfs),
+                "peers": len(subs.peers), "registrations_dropped": dropped}
 
     def status(self) -> dict[str, Any]:
         with self._lock:
@@ -368,6 +451,8 @@ class Hss:
                     per_scscf[r.server] = per_scscf.get(r.server, 0) + 1
             out = {"identity": self.identity, "realm": self.realm,
                    "subscribers": len(self.data.subscribers), "scscfs": list(self.data.scscfs),
+                   "peers": [{"host": p.host, "address": str(p.address)} for p in self.data.peers],
+                   "state_write_failures": self._state.failures if self._state else 0,
                    "registered_impus": registered,
                    "unregistered_assigned_impus": len(self._registrations) - registered,
                    "registered_per_scscf": per_scscf}
@@ -384,12 +469,14 @@ class Hss:
 
     # ---- entry points ----
 
-    def handle(self, request: Message, started: float | None = None) -> Message | None:
-        """The answer to a request; None for an answer (we send no requests, so none is awaited)."""
+    def handle(self, request: Message, started: float | None = None,
+               peer: str | None = None) -> Message | None:
+        """The answer to a request; None for an answer (we send no requests, so none is awaited).
+        `peer`: the address the request came from, which a CER must be listed with."""
         if not request.is_request:
             return None
         t0 = time.perf_counter() if started is None else started
-        answer = self._dispatch(request)
+        answer = self._dispatch(request, peer)
         self.figures.record(request.name, result_name(answer), time.perf_counter() - t0)
         return answer
 
@@ -414,15 +501,25 @@ class Hss:
         return (answer is not None and answer.code == CODE_CE
                 and answer.get("Result-Code") != SUCCESS)
 
-    def _dispatch(self, req: Message) -> Message:
+    def allows_peer(self, host: str | None, address: str | None) -> bool:
+        with self._lock:
+            return self.data.allows(host, address)
+
+    def _dispatch(self, req: Message, peer: str | None = None) -> Message:
         handler = self._handlers.get(req.code)
+        if req.code == CODE_CE:
+            def handler(r: Message) -> Message:
+                return self._cer(r, peer)
         if handler is None:
             return self._protocol_error(req, COMMAND_UNSUPPORTED, f"command {req.code}")
         if req.code in CX_COMMANDS and req.app_id != APP_CX:
             return self._protocol_error(req, APPLICATION_UNSUPPORTED, f"application {req.app_id}")
         try:
             with self._lock:
-                return handler(req)
+                answer = handler(req)
+                pending = self._pending()
+            self._persist(pending)
+            return answer
         except Reject as r:
             answer = self._answer(req, result=r.result_code, cx=req.code in CX_COMMANDS)
             if r.failed is not None:
@@ -514,12 +611,17 @@ class Hss:
 
     # ---- base protocol ----
 
-    def _cer(self, req: Message) -> Message:
+    def _cer(self, req: Message, peer: str | None) -> Message:
         for name in ("Origin-Host", "Origin-Realm"):
             self._need(req, name)
         apps = _applications(req)
-        ok = APP_CX in apps or APP_RELAY in apps
-        ans = self._answer(req, result=SUCCESS if ok else NO_COMMON_APPLICATION, cx=False)
+        if not self.data.allows(req.get("Origin-Host"), peer):
+            # RFC 6733 5.3: a CER from a peer we do not know; the connection then closes
+            ans = self._answer(req, result=UNKNOWN_PEER, cx=False)
+            ans.flags |= FLAG_E
+        else:
+            ok = APP_CX in apps or APP_RELAY in apps
+            ans = self._answer(req, result=SUCCESS if ok else NO_COMMON_APPLICATION, cx=False)
         for ip in self.host_ips:
             ans.add("Host-IP-Address", ip)
         ans.add("Vendor-Id", VENDOR_3GPP).add("Product-Name", self.product)
@@ -579,11 +681,19 @@ class Hss:
         for u in sub.impus:  # the implicit registration set moves as one
             current = regs.get(u)
             if kind in SAR_REGISTERS:
-                regs[u] = Registration(server, True)
+                new: Registration | None = Registration(server, True)
             elif kind == UNREGISTERED_USER and (current is None or not current.registered):
-                regs[u] = Registration(server, False)
+                new = Registration(server, False)
             elif kind in SAR_DEREGISTERS and current is not None and current.server == server:
-                del regs[u]  # a late deregistration from a former S-CSCF leaves the new one alone
+                new = None  # a late deregistration from a former S-CSCF leaves the new one alone
+            else:
+                continue
+            if new != current:
+                self._changed()
+                if new is None:
+                    del regs[u]
+                else:
+                    regs[u] = new
 
     def _lir(self, req: Message) -> Message:
         """User location query (TS 29.228 6.1.4)."""
@@ -641,6 +751,7 @@ class Hss:
                 avp("SIP-Authenticate", v.authenticate), avp("SIP-Authorization", v.xres),
                 avp("Confidentiality-Key", v.ck), avp("Integrity-Key", v.ik)]))
         self._sqn[sub.impi] = sqn
+        self._changed()
         return items
 
     def _resync(self, sub: Subscriber, sqn: int, data: bytes) -> int:

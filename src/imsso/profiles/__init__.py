@@ -20,6 +20,7 @@ from ..policy import Policy, parse
 BUILTIN_DIR = Path(__file__).parent
 # A profile name is a folder name and nothing more: no separators, no dots in front, no "..".
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+CREDENTIALS = ("ha1", "encrypted")  # how a profile keeps digest passwords (profile.yaml `credentials`)
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,9 @@ class Profile:
     test_subscribers: tuple[str, ...] = ()
     policies: tuple[Policy, ...] = ()  # autoscaling, evaluated by the runtime loop
     auth: tuple[str, ...] = ("digest",)  # how subscribers may authenticate: digest, aka
+    # How digest passwords are kept: "ha1" (only MD5(user:realm:password), where the units check
+    # digest against HA1) or "encrypted" (recoverable, for units that want the plain password).
+    credentials: str = "encrypted"
 
     def role(self, name: str) -> Role:
         try:
@@ -112,7 +116,16 @@ def _read(folder: Path) -> Profile:
         roles=roles, order=tuple(raw.get("order", list(roles))), entry=raw["entry"], templates=templates,
         extra_files=extra, test_subscribers=tuple(raw.get("test_subscribers", ())),
         policies=tuple(parse(p, roles) for p in raw.get("policies", ())),
-        auth=tuple(raw.get("auth", ("digest",))))
+        auth=tuple(raw.get("auth", ("digest",))), credentials=_credentials(raw))
+
+
+def _credentials(raw: dict[str, Any]) -> str:
+    value = raw.get("credentials", "encrypted")
+    if value not in CREDENTIALS:
+        raise InvalidInput(f"profile {raw['name']}: credentials '{value}' is not one of "
+                           f"{', '.join(CREDENTIALS)} (ha1: the units check digest against "
+                           "MD5(user:realm:password); encrypted: they need the password itself)")
+    return value
 
 
 def _role(name: str, spec: dict[str, Any]) -> Role:

@@ -2,13 +2,17 @@
 
 SQLite by default, PostgreSQL when the URL says so. Each call is its own short transaction, so
 the API threads and the engine's workers never hold a session across I/O.
+
+Subscribers' secrets are sealed with the vault's key before they reach a row and opened only for
+the drivers (`subscribers(..., secrets=True)`); where the profile allows it a digest password is
+kept as HA1 only.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -19,9 +23,13 @@ from alembic.config import Config
 from sqlalchemy import event
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
+from cryptography.fernet import Fernet
+
+from .. import profiles
 
 from ..model import (Conflict, Event, Instance, InstanceState, NotFound, Operation, OperationError,
                      OperationKind, OperationState, StepRecord, Subscriber, Unit, UnitState, utcnow)
+from ..vault import Vault, VaultError, ha1_pair
 from .tables import EventRow, InstanceRow, OperationRow, SubscriberRow, TokenRow, UnitRow
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -29,10 +37,18 @@ MAX_BLOCKS = 256
 
 
 class Store:
-    def __init__(self, url: str):
+    def __init__(self, url: str, vault: Vault | None = None):
+        """`vault` seals the subscribers' secrets; by default the key file beside a SQLite database."""
         self.url = url
         self.engine = _engine(url)
         self._session = sessionmaker(self.engine, expire_on_commit=False)
+        self._vault = vault or _default_vault(url)
+
+    @property
+    def vault(self) -> Vault:
+        if self._vault is None:
+            raise VaultError("no secrets key file is set for this database: set IMSSO_SECRETS_KEY_FILE")
+        return self._vault
 
     def migrate(self) -> None:
         """Bring the schema to the newest migration (creating it on a new database)."""
@@ -40,6 +56,7 @@ class Store:
         config.set_main_option("script_location", str(MIGRATIONS))
         with self.engine.begin() as connection:
             config.attributes["connection"] = connection
+            config.attributes["vault"] = self._vault  # 0004 seals the secrets stored before it
             command.upgrade(config, "head")
 
     def close(self) -> None:
@@ -126,19 +143,57 @@ class Store:
                                {"operation": running, "kind": kind})
             s.add(_operation_row(op))
 
-    def finish_operation(self, op: Operation, instance: Instance,
-                         events: list[tuple[str, str, dict[str, Any]]], follow: Operation | None) -> None:
-        """Record an operation's end, its instance's new state, the events, and the next operation
-        (made current at once) in one transaction."""
-        instance.current_operation_id = follow.id if follow else None
-        instance.updated_at = utcnow()
+    def queue_dispose(self, op: Operation) -> tuple[Operation, bool]:
+        """Insert the dispose `op`, current at once when the instance is free, else queued behind
+        the operation that holds it. A dispose already queued or running is returned instead
+        (a second DELETE is the same request). Returns (the dispose, whether it is current)."""
         with self.session() as s:
+            _lock_instance(s, op.instance_id)
+            existing = _queued_dispose(s, op.instance_id)
+            if existing is not None:
+                current = s.scalar(sa.select(InstanceRow.current_operation_id)
+                                   .where(InstanceRow.id == op.instance_id))
+                return _operation(existing), current == existing.id
+            holder = s.scalar(sa.select(InstanceRow.current_operation_id)
+                              .where(InstanceRow.id == op.instance_id))
+            if holder is None:
+                s.execute(sa.update(InstanceRow).where(InstanceRow.id == op.instance_id)
+                          .values(current_operation_id=op.id))
+            else:
+                op.params = {**op.params, "cancels": holder}  # shown with the dispose
+            s.add(_operation_row(op))
+            return op, holder is None
+
+    def queued_dispose(self, instance_id: str) -> Operation | None:
+        """The dispose queued or running on the instance, if any."""
+        with self.session() as s:
+            row = _queued_dispose(s, instance_id)
+            return _operation(row) if row is not None else None
+
+    def finish_operation(self, op: Operation, instance: Instance,
+                         events: list[tuple[str, str, dict[str, Any]]], follow: Operation | None,
+                         on_dispose: Callable[[Operation], None] | None = None) -> Operation | None:
+        """Record an operation's end, its instance's new state, the events, and the next operation
+        (made current at once) in one transaction. A dispose queued behind `op` comes next instead
+        of `follow`: `on_dispose(dispose)` may then change `op`, `instance` and `events` first.
+        Returns the operation that holds the instance now."""
+        with self.session() as s:
+            # Locked first: a dispose queued from now on sees this end, one queued before is seen here.
+            _lock_instance(s, instance.id)
+            pending = _queued_dispose(s, instance.id, exclude=op.id)
+            if pending is not None:
+                follow = _operation(pending)
+                if on_dispose is not None:
+                    on_dispose(follow)
+            instance.current_operation_id = follow.id if follow else None
+            instance.updated_at = utcnow()
             s.merge(_operation_row(op))
             s.merge(_instance_row(instance))
             for kind, message, data in events:
                 s.add(EventRow(instance_id=instance.id, time=utcnow(), kind=kind, message=message, data=data))
-            if follow:
+            if follow and pending is None:
                 s.add(_operation_row(follow))
+        return follow
 
     def reclaim_operation(self, op: Operation) -> bool:
         """Make a resumed `op` current again if the instance holds none; False if another holds it."""
@@ -241,12 +296,17 @@ class Store:
 
     # subscribers
     def put_subscriber(self, sub: Subscriber) -> bool:
-        """Insert or replace; True when it was new."""
-        with self.session() as s:
-            existing = s.get(SubscriberRow, (sub.instance_id, sub.user, sub.domain))
-            s.merge(SubscriberRow(instance_id=sub.instance_id, user=sub.user, domain=sub.domain,
-                                  password=sub.password, k=sub.k, opc=sub.opc, amf=sub.amf))
-            return existing is None
+        """Insert or replace, its secrets sealed (a password as HA1 where the profile says so);
+        True when it was new."""
+        with self.vault.shared():  # a rotation waits: nothing gets sealed with a key it drops
+            with self.session() as s:
+                self._check_key(s)
+                profile = s.scalar(sa.select(InstanceRow.profile).where(InstanceRow.id == sub.instance_id))
+                values = sealed_secrets(self.vault, sub, credentials_of(profile))
+                existing = s.get(SubscriberRow, (sub.instance_id, sub.user, sub.domain))
+                s.merge(SubscriberRow(instance_id=sub.instance_id, user=sub.user, domain=sub.domain,
+                                      amf=sub.amf, **values))
+                return existing is None
 
     def delete_subscriber(self, instance_id: str, user: str, domain: str) -> bool:
         with self.session() as s:
@@ -254,13 +314,86 @@ class Store:
                 SubscriberRow.instance_id == instance_id, SubscriberRow.user == user,
                 SubscriberRow.domain == domain)).rowcount)
 
-    def subscribers(self, instance_id: str) -> list[Subscriber]:
+    def subscribers(self, instance_id: str, secrets: bool = True) -> list[Subscriber]:
+        """The instance's subscribers; with `secrets` opened for a driver, else with none but the
+        kinds of credentials they have."""
         with self.session() as s:
             rows = s.scalars(sa.select(SubscriberRow).where(SubscriberRow.instance_id == instance_id)
                              .order_by(SubscriberRow.user))
-            return [Subscriber(r.instance_id, r.user, r.domain, r.password, r.k or "", r.opc or "",
-                               r.amf or "8000") for r in rows]
+            return [self._subscriber(r, secrets) for r in rows]
 
+    def rotate_secrets(self) -> int:
+        """A new primary key, every secret sealed again with it, then the old keys dropped; the
+        number of rows sealed again. Rerun after a crash, it finishes the rotation it finds."""
+        vault = self.vault
+        with vault.exclusive():
+            with self.session() as s:
+                self._check_key(s)
+            keys = vault.keys(create=True)
+            if len(keys) == 1:  # more than one: a rotation stopped halfway, finish that one
+                vault.write_keys([Fernet.generate_key()] + keys)
+        done = self._reseal()
+        with vault.exclusive():  # what was sealed meanwhile went under the new key; make sure
+            done += self._reseal()
+            vault.write_keys(vault.keys()[:1])
+        return done
+
+    def _reseal(self) -> int:
+        done = 0
+        with self.session() as s:
+            for row in s.scalars(sa.select(SubscriberRow)):
+                tokens = [getattr(row, name) for name in SubscriberRow.SECRETS]
+                if all(self.vault.sealed_with_primary(t) for t in tokens):
+                    continue
+                for name, token in zip(SubscriberRow.SECRETS, tokens):
+                    setattr(row, name, self.vault.reseal(token))
+                done += 1
+        return done
+
+    def _check_key(self, s: Session) -> None:
+        """A missing key file with secrets in the database is an error, not a reason for a new key."""
+        if self.vault.exists():
+            return
+        sealed = s.scalar(sa.select(sa.func.count()).select_from(SubscriberRow).where(
+            sa.or_(*[getattr(SubscriberRow, name) != "" for name in SubscriberRow.SECRETS])))
+        if sealed:
+            raise VaultError(f"the secrets key file {self.vault.key_file} is missing and the database "
+                             f"holds {sealed} subscriber(s) sealed with it: restore the file (or set "
+                             "IMSSO_SECRETS_KEY_FILE to where it is)")
+
+    def _subscriber(self, r: SubscriberRow, secrets: bool) -> Subscriber:
+        sub = Subscriber(r.instance_id, r.user, r.domain, "", amf=r.amf or "8000")
+        if secrets:
+            opened = {name: self.vault.open(getattr(r, name) or "") for name in SubscriberRow.SECRETS}
+            return dataclasses.replace(sub, **opened)
+        sub.credentials = tuple(kind for kind, has in (("digest", r.password or r.ha1), ("aka", r.k)) if has)
+        return sub
+
+
+def credentials_of(profile_name: str | None) -> str:
+    """How the profile keeps digest passwords; "encrypted" (recoverable) when it cannot be read."""
+    try:
+        return profiles.load(profile_name or "").credentials
+    except Exception:  # noqa: BLE001 - a profile gone from disk must not lose a secret
+        return "encrypted"
+
+
+def sealed_secrets(vault: Vault, sub: Subscriber, credentials: str) -> dict[str, str]:
+    """The row's secret columns for `sub`: HA1 instead of the password when `credentials` is ha1."""
+    password, ha1, ha1b = sub.password, sub.ha1, sub.ha1b
+    if credentials == "ha1" and password:
+        ha1, ha1b = ha1_pair(sub.user, sub.domain, password)
+        password = ""
+    return {"password": vault.seal(password), "ha1": vault.seal(ha1), "ha1b": vault.seal(ha1b),
+            "k": vault.seal(sub.k), "opc": vault.seal(sub.opc)}
+
+
+def _default_vault(url: str) -> Vault | None:
+    """The key file beside a SQLite database file (the data folder); none for other databases."""
+    parsed = sa.engine.make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database and parsed.database != ":memory:":
+        return Vault(Path(parsed.database).absolute().parent / "secrets.key")
+    return None
 
 def _engine(url: str) -> sa.Engine:
     if url.startswith("sqlite"):
@@ -276,6 +409,21 @@ def _engine(url: str) -> sa.Engine:
 
         return engine
     return sa.create_engine(url, pool_pre_ping=True)
+
+
+def _lock_instance(s: Session, instance_id: str) -> None:
+    """Take the instance's row for the rest of the transaction (SQLite: the write lock), so what is
+    read next cannot change before the commit."""
+    s.execute(sa.update(InstanceRow).where(InstanceRow.id == instance_id).values(updated_at=utcnow()))
+
+
+def _queued_dispose(s: Session, instance_id: str, exclude: str | None = None) -> OperationRow | None:
+    query = sa.select(OperationRow).where(
+        OperationRow.instance_id == instance_id, OperationRow.kind == OperationKind.DISPOSE.value,
+        OperationRow.state.in_([OperationState.QUEUED.value, OperationState.RUNNING.value]))
+    if exclude:
+        query = query.where(OperationRow.id != exclude)
+    return s.scalar(query.order_by(OperationRow.created_at).limit(1))
 
 
 def _live(s: Session, tenant: str, name: str) -> InstanceRow | None:

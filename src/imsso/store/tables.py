@@ -99,11 +99,17 @@ class EventRow(Base):
 
 
 class SubscriberRow(Base):
+    """Secrets are never in clear here: password, ha1, ha1b, k and opc hold Fernet tokens sealed with
+    the key file's primary key (imsso.vault), or "" when the subscriber has none of that kind."""
     __tablename__ = "subscribers"
     instance_id: Mapped[str] = mapped_column(sa.ForeignKey("instances.id"), primary_key=True)
     user: Mapped[str] = mapped_column(sa.String(128), primary_key=True)
     domain: Mapped[str] = mapped_column(sa.String(255), primary_key=True)
-    password: Mapped[str] = mapped_column(sa.String(255))
-    k: Mapped[str] = mapped_column(sa.String(32), server_default="")
-    opc: Mapped[str] = mapped_column(sa.String(32), server_default="")
+    password: Mapped[str] = mapped_column(sa.String(255))  # sealed; only where the profile needs it
+    k: Mapped[str] = mapped_column(sa.String(255), server_default="")
+    opc: Mapped[str] = mapped_column(sa.String(255), server_default="")
     amf: Mapped[str] = mapped_column(sa.String(4), server_default="8000")
+    ha1: Mapped[str] = mapped_column(sa.String(255), server_default="")
+    ha1b: Mapped[str] = mapped_column(sa.String(255), server_default="")
+
+    SECRETS = ("password", "k", "opc", "ha1", "ha1b")

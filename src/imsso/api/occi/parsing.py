@@ -7,8 +7,12 @@ what would have been accepted, instead of being half-understood.
 
 from __future__ import annotations
 
+import functools
 import json
+import math
 import re
+import string
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NoReturn, TypeVar
 
@@ -44,13 +48,30 @@ _ATTRIBUTE_SPEC_TOKEN = re.compile(r"\s*([^\s{}]+)(?:\{([^{}]*)\})?\s*")
 _CATEGORY_PARAMS = ("scheme", "class", "title", "rel", "location", "attributes", "actions")
 _CATEGORY_CLASSES = ("kind", "mixin", "action")
 # Quoted-pair escapes beyond RFC 7230's "\x means x": line breaks have no other
-# way into a header, so the renderer writes them as \n and we read them back.
+# way into a header, so the renderer writes them as \n and we read them back;
+# \uXXXX and \UXXXXXXXX carry what a header cannot (text/occi is ASCII).
 _ESCAPES = {"n": "\n", "r": "\r", "t": "\t"}
+_HEX_ESCAPES = {"u": 4, "U": 8}
+_QUOTED_RUN = re.compile(r'[^"\\]+')
+_SPACE = re.compile(r"\s*")
+# C0 controls but tab, DEL, C1 controls and the Unicode line breaks: a value holding one could
+# end a line of a text rendering, so it is refused on input and escaped on output. Unpaired
+# surrogates too (JSON's "\ud800"): no UTF-8 response could carry them.
+CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+
+# Bounds on what one request may carry; the body itself is bounded by the web layer.
+MAX_ATTRIBUTES = 200
+MAX_ITEMS = 200  # categories, links and locations, each
+MAX_VALUE = 8 * 1024  # characters of one attribute value
+MAX_NAME = 255  # characters of one attribute name
+MAX_NUMBER = 64  # characters of a bare number
+MAX_SHOWN = 120  # characters of the client's text quoted back in an error
+_INT_RANGE = (-(2**63), 2**63 - 1)
 
 _ATTRIBUTE_EXPECTED = "expected name=value with the value a quoted string, a number or true/false"
 _NAME_EXPECTED = (
-    "expected a lowercase name of dot-separated parts made of letters, digits, '_' and '-',"
-    " each starting with a letter, such as mcn.endpoint.maas"
+    f"expected a lowercase name of at most {MAX_NAME} characters: dot-separated parts made of"
+    " letters, digits, '_' and '-', each starting with a letter, such as mcn.endpoint.maas"
 )
 _CATEGORY_EXPECTED = 'expected term; scheme="http://...#"; class="kind", "mixin" or "action"'
 _LINK_EXPECTED = (
@@ -92,7 +113,7 @@ def split_type_id(type_id: str) -> tuple[str, str]:
     """Split "http://example.com/occi#term" into (scheme incl. '#', term)."""
     scheme, sep, term = type_id.strip().rpartition("#")
     if not sep or not scheme or not _TERM.match(term) or any(c.isspace() for c in scheme):
-        raise ValueError(f"cannot parse type identifier '{type_id}' - {_TYPE_ID_EXPECTED}")
+        raise ValueError(f"cannot parse type identifier '{shown(type_id)}' - {_TYPE_ID_EXPECTED}")
     return scheme + sep, term
 
 
@@ -120,15 +141,21 @@ class _Collected:
         self.locations: list[str] = []
 
     def add_field(self, canonical: str, value: str, where: str) -> None:
+        bad = CONTROL.search(value)
+        if bad:
+            raise OcciSyntaxError(
+                f"{where}: {_what(bad.group())} at position {bad.start() + 1} - OCCI fields"
+                " hold printable text and tabs only"
+            )
         if canonical == "Category":
-            self.categories.extend(_parse_categories(value, where))
+            self.extend(self.categories, _parse_categories(value, where), "categories", where)
         elif canonical == "Link":
-            self.links.extend(_parse_links(value, where))
+            self.extend(self.links, _parse_links(value, where), "links", where)
         elif canonical == "X-OCCI-Attribute":
             for name, attribute in _parse_attributes(value, where):
                 self.add_attribute(name, attribute, where)
         else:
-            self.locations.extend(_parse_locations(value, where))
+            self.extend(self.locations, _parse_locations(value, where), "locations", where)
 
     def add_attribute(self, name: str, value: AttributeValue, where: str) -> None:
         # A repeated name would silently drop one of the client's values.
@@ -136,7 +163,19 @@ class _Collected:
             raise OcciSyntaxError(
                 f"{where}: attribute '{name}' is given more than once - give each attribute once per request"
             )
+        if len(self.attributes) >= MAX_ATTRIBUTES:
+            raise OcciSyntaxError(
+                f"{where}: attribute '{name}' is one too many - a request carries at most {MAX_ATTRIBUTES}"
+            )
+        problem = value_problem(value)
+        if problem:
+            raise OcciSyntaxError(f"{where}: attribute '{name}' {problem}")
         self.attributes[name] = value
+
+    def extend(self, found: list[T], items: list[T], what: str, where: str) -> None:
+        if len(found) + len(items) > MAX_ITEMS:
+            raise OcciSyntaxError(f"{where}: more than {MAX_ITEMS} {what} - send at most {MAX_ITEMS} per request")
+        found.extend(items)
 
     def request(self) -> Request:
         return Request(
@@ -147,33 +186,63 @@ class _Collected:
         )
 
 
+def value_problem(value: AttributeValue) -> str:
+    """Why an attribute value cannot be accepted ("" when it can): bounded, printable."""
+    if isinstance(value, str):
+        if len(value) > MAX_VALUE:
+            return f"holds {len(value)} characters - a value holds at most {MAX_VALUE}"
+        bad = CONTROL.search(value)
+        if bad:
+            return (f"holds the {_what(bad.group())} at position {bad.start() + 1}"
+                    " - values hold printable text and tabs only")
+    elif isinstance(value, float) and not math.isfinite(value):
+        return f"holds {value!r} - numbers must be finite"
+    elif isinstance(value, int) and not isinstance(value, bool) and not _INT_RANGE[0] <= value <= _INT_RANGE[1]:
+        return "holds a whole number beyond 64 bits - send it as a quoted string"
+    return ""
+
+
+def _what(char: str) -> str:
+    kind = "unpaired surrogate" if 0xD800 <= ord(char) <= 0xDFFF else "control character"
+    return f"{kind} {char!r}"  # repr: escaped, one line
+
+
+def shown(text: str) -> str:
+    """The client's text as an error quotes it: escaped (one line) and cut short."""
+    text = CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 256
+                       else f"\\u{ord(m.group()):04x}", text)
+    return text if len(text) <= MAX_SHOWN else text[:MAX_SHOWN] + f"... ({len(text)} characters)"
+
+
 # --- text/plain body ------------------------------------------------------
 
 
 def _body_fields(body: str) -> Iterator[tuple[str, str, str]]:
     """Yield (where, header name, value) per body field, unfolding indented lines."""
-    pending: tuple[int, str, str] | None = None  # line number, header name, value
-    for number, line in enumerate(body.splitlines(), start=1):
+    pending: tuple[int, str, list[str]] | None = None  # line number, header name, value parts
+    # Lines end at LF or CRLF only: other characters str.splitlines breaks on are refused later.
+    for number, line in enumerate(body.split("\n"), start=1):
+        line = line.removesuffix("\r")
         if pending is not None and line[:1] in (" ", "\t") and line.strip():
             # RFC 822 style continuation, as in the spec's multi-line examples
-            pending = (pending[0], pending[1], pending[2] + " " + line.strip())
+            pending[2].append(line.strip())
             continue
         if pending is not None:
-            yield _body_where(pending[0], pending[1]), pending[1], pending[2]
+            yield _body_where(pending[0], pending[1]), pending[1], " ".join(pending[2])
         pending = (number, *_body_field(number, line)) if line.strip() else None
     if pending is not None:
-        yield _body_where(pending[0], pending[1]), pending[1], pending[2]
+        yield _body_where(pending[0], pending[1]), pending[1], " ".join(pending[2])
 
 
-def _body_field(number: int, line: str) -> tuple[str, str]:
+def _body_field(number: int, line: str) -> tuple[str, list[str]]:
     name, sep, value = line.partition(":")
     canonical = _OCCI_HEADERS.get(name.strip().lower())
     if not sep or canonical is None:
         raise OcciSyntaxError(
-            f"text/plain body line {number}: cannot parse '{line.strip()}' - expected lines"
+            f"text/plain body line {number}: cannot parse '{shown(line.strip())}' - expected lines"
             " 'Category: ...', 'Link: ...', 'X-OCCI-Attribute: ...' or 'X-OCCI-Location: ...'"
         )
-    return canonical, value
+    return canonical, [value]
 
 
 def _body_where(number: int, canonical: str) -> str:
@@ -200,8 +269,7 @@ class _Cursor:
         return self.text[self.pos] if self.pos < len(self.text) else ""
 
     def skip_space(self) -> None:
-        while self.pos < len(self.text) and self.text[self.pos].isspace():
-            self.pos += 1
+        self.pos = _SPACE.match(self.text, self.pos).end()
 
     def take(self, char: str) -> bool:
         self.skip_space()
@@ -225,38 +293,61 @@ class _Cursor:
 
     def bare(self, stops: str) -> str:
         start = self.pos
-        while not self.at_end() and self.peek() not in stops:
-            self.pos += 1
+        self.pos = _run_until(stops).match(self.text, start).end()
         return self.text[start : self.pos].strip()
 
     def quoted(self) -> str:
         """Read a quoted-string at the cursor, undoing backslash escapes."""
         self.pos += 1  # the opening quote
         out: list[str] = []
-        while self.pos < len(self.text):
-            char = self.text[self.pos]
-            if char == '"':
+        text = self.text
+        while self.pos < len(text):
+            run = _QUOTED_RUN.match(text, self.pos)
+            if run:  # everything up to the next quote or backslash, in one step
+                out.append(run.group())
+                self.pos = run.end()
+                continue
+            if text[self.pos] == '"':
                 self.pos += 1
                 return "".join(out)
-            if char == "\\" and self.pos + 1 < len(self.text):
-                escaped = self.text[self.pos + 1]
+            if self.pos + 1 >= len(text):
+                break  # a backslash ending the value
+            escaped = text[self.pos + 1]
+            if escaped in _HEX_ESCAPES:
+                out.append(self._hex_escape(escaped))
+            else:
                 out.append(_ESCAPES.get(escaped, escaped))
                 self.pos += 2
-                continue
-            out.append(char)
-            self.pos += 1
         self.fail(
             "unterminated quoted string in",
             'expected a closing " (write a literal quote as \\" and a backslash as \\\\)',
         )
 
+    def _hex_escape(self, escaped: str) -> str:
+        """The character \\uXXXX or \\UXXXXXXXX stands for ("u" or "U" without its digits); moves past it."""
+        width = _HEX_ESCAPES[escaped]
+        digits = self.text[self.pos + 2 : self.pos + 2 + width]
+        if len(digits) == width and all(c in string.hexdigits for c in digits):
+            code = int(digits, 16)
+            if code > sys.maxunicode or 0xD800 <= code <= 0xDFFF:
+                self.fail(f"escape \\{escaped}{digits} is not a character in", _ATTRIBUTE_EXPECTED)
+            self.pos += 2 + width
+            return chr(code)
+        self.pos += 2
+        return escaped
+
     def item(self) -> str:
-        """The current item as the client wrote it, for error messages."""
+        """The current item as the client wrote it, for error messages (escaped, cut short)."""
         end = self.text.find(",", self.pos)
-        return self.text[self.item_start : len(self.text) if end < 0 else end].strip()
+        return shown(self.text[self.item_start : len(self.text) if end < 0 else end].strip())
 
     def fail(self, problem: str, expected: str) -> NoReturn:
         raise OcciSyntaxError(f"{self.where}: {problem} '{self.item()}' - {expected}")
+
+
+@functools.lru_cache(maxsize=16)
+def _run_until(stops: str) -> re.Pattern[str]:
+    return re.compile(f"[^{re.escape(stops)}]*")
 
 
 def _value(cur: _Cursor, stops: str, expected: str) -> tuple[str, bool]:
@@ -280,6 +371,9 @@ def _typed(cur: _Cursor, text: str, quoted: bool) -> AttributeValue:
         return text
     if text in ("true", "false"):
         return text == "true"
+    if len(text) > MAX_NUMBER:
+        cur.fail(f"a bare value of {len(text)} characters in", f"numbers have at most {MAX_NUMBER}"
+                 " characters; quote longer values")
     if _INT.match(text):
         return int(text)
     if _FLOAT.match(text):
@@ -287,9 +381,14 @@ def _typed(cur: _Cursor, text: str, quoted: bool) -> AttributeValue:
     cur.fail("cannot parse", _ATTRIBUTE_EXPECTED)
 
 
+def is_attribute_name(name: str) -> bool:
+    """GFD.185: attr-name = attr-component *( "." attr-component ), checked whole, bounded."""
+    return len(name) <= MAX_NAME and _ATTRIBUTE_NAME.match(name) is not None
+
+
 def _check_attribute_name(cur: _Cursor, name: str) -> None:
-    if not _ATTRIBUTE_NAME.match(name):
-        cur.fail(f"invalid attribute name '{name}' in", _NAME_EXPECTED)
+    if not is_attribute_name(name):
+        cur.fail(f"invalid attribute name '{shown(name)}' in", _NAME_EXPECTED)
 
 
 def _params(cur: _Cursor, expected: str) -> list[tuple[str, str, bool]]:
@@ -320,6 +419,8 @@ def _items(value: str, where: str, parse_one: Callable[[_Cursor], T], expected: 
     cur = _Cursor(value, where)
     found = []
     while cur.next_item():
+        if len(found) >= max(MAX_ITEMS, MAX_ATTRIBUTES):  # stop here, not after reading all of them
+            cur.fail(f"more than {len(found)} items in one field, from", f"send at most {len(found)}")
         found.append(parse_one(cur))
         cur.end_item(expected)
     return found
@@ -361,16 +462,16 @@ def _category(cur: _Cursor) -> Category:
 def _attribute_specs(cur: _Cursor, text: str) -> tuple[str, ...]:
     """Parse 'a.b c.d{required} e{immutable required}' into normalised specs."""
     specs = []
-    pos = 0
-    while pos < len(text.rstrip()):
+    pos, end = 0, len(text.rstrip())
+    while pos < end:
         match = _ATTRIBUTE_SPEC_TOKEN.match(text, pos)
         if match is None:
-            cur.fail(f"cannot parse attribute list '{text}' in", _CATEGORY_EXPECTED)
+            cur.fail(f"cannot parse attribute list '{shown(text)}' in", _CATEGORY_EXPECTED)
         name, props = match.group(1), (match.group(2) or "").split()
         _check_attribute_name(cur, name)
         if any(p not in ("required", "immutable") for p in props):
             spec = match.group(0).strip()
-            cur.fail(f"attribute '{spec}' has an unknown property in", "accepted: {required}, {immutable}")
+            cur.fail(f"attribute '{shown(spec)}' has an unknown property in", "accepted: {required}, {immutable}")
         specs.append(name + ("{" + " ".join(sorted(set(props))) + "}" if props else ""))
         pos = match.end()
     return tuple(specs)
@@ -426,6 +527,9 @@ def _link(cur: _Cursor) -> Link:
         else:
             _check_attribute_name(cur, name)
             attributes[name] = _typed(cur, text, quoted)
+            problem = value_problem(attributes[name])
+            if problem:
+                cur.fail(f"link attribute '{name}' {problem}, in", _LINK_EXPECTED)
     return Link(
         target=target,
         rel=known.get("rel", ""),
@@ -445,7 +549,7 @@ def _parse_locations(value: str, where: str) -> list[str]:
         if not location:
             continue
         if any(c.isspace() or c in '"<>' for c in location):
-            raise OcciSyntaxError(f"{where}: cannot parse '{location}' - {_LOCATION_EXPECTED}")
+            raise OcciSyntaxError(f"{where}: cannot parse '{shown(location)}' - {_LOCATION_EXPECTED}")
         locations.append(location)
     return locations
 
@@ -480,13 +584,17 @@ def _load_json(body: str) -> Any:
         raise OcciSyntaxError(
             f"{_JSON_WHERE}: invalid JSON at line {err.lineno} column {err.colno}: {err.msg}"
         ) from None
+    except RecursionError:
+        _json_fail("nested too deeply", "a resource is an object of flat attributes, a few levels deep")
+    except ValueError as err:  # e.g. an integer of thousands of digits
+        _json_fail(f"cannot read a number: {shown(str(err))}", "send numbers of at most 64 bits")
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for key, value in pairs:
         if key in result:
-            _json_fail(f"key '{key}' is given more than once", "give each key once per object")
+            _json_fail(f"key '{shown(key)}' is given more than once", "give each key once per object")
         result[key] = value
     return result
 
@@ -515,14 +623,15 @@ def _json_resource(doc: dict[str, Any], collected: _Collected) -> None:
     _json_keys(doc, _RESOURCE_KEYS, "a resource")
     if "kind" in doc:
         collected.categories.append(_json_category(doc["kind"], "kind", "kind"))
-    for mixin in _json_list(doc, "mixins"):
-        collected.categories.append(_json_category(mixin, "mixin", "mixins"))
+    mixins = [_json_category(mixin, "mixin", "mixins") for mixin in _json_list(doc, "mixins")]
+    collected.extend(collected.categories, mixins, "categories", _JSON_WHERE)
     _json_attributes(doc.get("attributes", {}), collected)
     # GFD.226 lifts the core title and summary out of the attributes.
     for key in ("title", "summary"):
         if key in doc:
             collected.add_attribute(f"occi.core.{key}", _json_scalar(key, doc[key]), _JSON_WHERE)
-    collected.links.extend(_json_link(item) for item in _json_list(doc, "links"))
+    links = [_json_link(item) for item in _json_list(doc, "links")]
+    collected.extend(collected.links, links, "links", _JSON_WHERE)
 
 
 def _json_category(type_id: Any, cls: str, key: str) -> Category:
@@ -532,6 +641,8 @@ def _json_category(type_id: Any, cls: str, key: str) -> Category:
         scheme, term = split_type_id(type_id)
     except ValueError as err:
         raise OcciSyntaxError(f"{_JSON_WHERE}: '{key}': {err}") from None
+    if CONTROL.search(type_id):
+        _json_fail(f"'{key}' holds a control character", _TYPE_ID_EXPECTED)
     return Category(term=term, scheme=scheme, cls=cls)
 
 
@@ -548,9 +659,12 @@ def _json_attribute_items(attributes: Any) -> dict[str, AttributeValue]:
         )
     result: dict[str, AttributeValue] = {}
     for name, value in attributes.items():
-        if not _ATTRIBUTE_NAME.match(name):
-            _json_fail(f"invalid attribute name '{name}'", _NAME_EXPECTED)
+        if not is_attribute_name(name):
+            _json_fail(f"invalid attribute name '{shown(name)}'", _NAME_EXPECTED)
         result[name] = _json_scalar(name, value)
+        problem = value_problem(result[name])
+        if problem:
+            _json_fail(f"attribute '{name}' {problem}", "send a string, a number or true/false")
     return result
 
 
@@ -566,7 +680,7 @@ def _json_scalar(name: str, value: Any) -> AttributeValue:
 
 def _json_link(item: Any) -> Link:
     if isinstance(item, str):
-        return Link(target=item)
+        return Link(target=_json_location(item))
     if not isinstance(item, dict):
         _json_fail(f"a link holds {_json_type(item)}", "expected a link object or a link location")
     _json_keys(item, _LINK_KEYS, "a link")
@@ -576,7 +690,15 @@ def _json_link(item: Any) -> Link:
     if not isinstance(rel, str) or not (category is None or isinstance(category, str)):
         _json_fail("a link's 'rel' and 'kind' must be strings", _TYPE_ID_EXPECTED)
     attributes = _json_attribute_items(item.get("attributes", {}))
-    return Link(target=target, rel=rel, category=category, attributes=attributes)
+    if CONTROL.search(rel) or CONTROL.search(category or ""):
+        _json_fail("a link's 'rel' or 'kind' holds a control character", _TYPE_ID_EXPECTED)
+    return Link(target=_json_location(target), rel=rel, category=category, attributes=attributes)
+
+
+def _json_location(location: str) -> str:
+    if CONTROL.search(location) or len(location) > MAX_VALUE:
+        _json_fail(f"link target '{shown(location)}' is not a location", _LOCATION_EXPECTED)
+    return location
 
 
 def _json_kinded_uri(value: Any) -> tuple[str, str]:
@@ -600,7 +722,7 @@ def _json_list(doc: dict[str, Any], key: str) -> list[Any]:
 def _json_keys(doc: dict[str, Any], allowed: tuple[str, ...], what: str) -> None:
     for key in doc:
         if key not in allowed:
-            _json_fail(f"unknown key '{key}' in {what}", "accepted keys: " + ", ".join(allowed))
+            _json_fail(f"unknown key '{shown(key)}' in {what}", "accepted keys: " + ", ".join(allowed))
 
 
 def _json_type(value: Any) -> str:

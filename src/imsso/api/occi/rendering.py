@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,12 +26,15 @@ from .model import (
     NotAcceptable,
     split_attribute_spec,
 )
+from .parsing import CONTROL, is_attribute_name
 
 Headers = list[tuple[str, str]]
 Rendered = tuple[Headers, str]
 
 CORE_LINK = "http://schemas.ogf.org/occi/core#link"
 _TEXT_TYPES = (TEXT_PLAIN, TEXT_OCCI)
+_NOT_IN_NAMES = re.compile(r"[^A-Za-z0-9._-]")
+_NOT_ASCII = re.compile(r"[^\x09\x20-\x7e]")
 
 
 # --- content negotiation ---------------------------------------------------
@@ -146,6 +150,8 @@ def render_error(message: str, media_type: str) -> Rendered:
     """Render an error message; never fails, falling back to plain text."""
     if media_type == OCCI_JSON:
         return [], _json_body({"error": message})
+    # Lines stay the message's own: other controls are escaped.
+    message = "\n".join(CONTROL.sub(_escape_char, line) for line in message.split("\n"))
     if media_type == TEXT_URI_LIST:
         # '#' lines are comments in a uri-list, so the body stays well formed.
         return [], "".join(f"# {line}\r\n" for line in message.splitlines() or [""])
@@ -171,9 +177,24 @@ def render_attribute_value(value: AttributeValue) -> str:
 
 
 def quote(text: str) -> str:
-    """An RFC 7230 quoted-string; line breaks as \\n so one value stays on one line."""
-    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")
-    return f'"{escaped}"'
+    """An RFC 7230 quoted-string; line breaks and other controls escaped so one value stays on one line."""
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{CONTROL.sub(_escape_char, escaped)}"'
+
+
+def attribute_name(name: str) -> str:
+    """A name as a text rendering shows it: one that breaks the grammar (stored before names were
+    checked, or given elsewhere) is percent-encoded, so it can neither end the line nor look like a value."""
+    if is_attribute_name(name):
+        return name
+    return _NOT_IN_NAMES.sub(lambda m: "".join(f"%{b:02X}" for b in m.group().encode()), name)
+
+
+def _escape_char(match: re.Match[str]) -> str:
+    """The parser's escapes: \\n and \\r, else \\uXXXX (\\UXXXXXXXX beyond the BMP)."""
+    code = ord(match.group())
+    named = {0x0A: "\\n", 0x0D: "\\r", 0x09: "\\t"}  # unpaired surrogates come out as \\udxxx
+    return named.get(code) or (f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}")
 
 
 # --- text renderings -----------------------------------------------------------
@@ -192,7 +213,8 @@ def _joined_headers(fields: list[tuple[str, str]]) -> Headers:
     grouped: dict[str, list[str]] = {}
     for name, value in fields:
         grouped.setdefault(name, []).append(value)
-    return [(name, ", ".join(values)) for name, values in grouped.items()]
+    # Header values are ASCII here: what else a value holds goes as the parser's \\u escapes.
+    return [(name, _NOT_ASCII.sub(_escape_char, ", ".join(values))) for name, values in grouped.items()]
 
 
 def _entity_fields(entity: Entity) -> list[tuple[str, str]]:
@@ -201,7 +223,8 @@ def _entity_fields(entity: Entity) -> list[tuple[str, str]]:
     fields += [("Link", _link_value(link)) for link in entity.links]
     fields += [("Link", f"<{href}>; rel={quote(action.id)}") for href, action in entity.actions]
     fields += [
-        ("X-OCCI-Attribute", f"{name}={render_attribute_value(value)}") for name, value in entity.attributes.items()
+        ("X-OCCI-Attribute", f"{attribute_name(name)}={render_attribute_value(value)}")
+        for name, value in entity.attributes.items()
     ]
     return fields
 
@@ -232,7 +255,7 @@ def _link_value(link: Link) -> str:
         parts.append(f"self={quote(link.self_location)}")
     if link.category:
         parts.append(f"category={quote(link.category)}")
-    parts += [f"{name}={render_attribute_value(value)}" for name, value in link.attributes.items()]
+    parts += [f"{attribute_name(name)}={render_attribute_value(value)}" for name, value in link.attributes.items()]
     return "; ".join(parts)
 
 

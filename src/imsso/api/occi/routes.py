@@ -1,6 +1,9 @@
 """The OCCI face: the original IMSSO's /orchestrator/ and the service manager's /ims/ collection.
 
 Thin: parse with the pure OCCI core, call the service, render. Status codes follow DESIGN.md.
+Handlers that take a body read it on the event loop (bounded by the app's body limit) and do the
+rest, parsing and the blocking service calls, in a worker thread: a big or slow request from one
+tenant must not hold up the others.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
 
 from ... import lifecycle
 from ...model import Instance, InvalidInput, OperationKind
@@ -64,16 +68,28 @@ def list_instances(request: Request) -> Response:
 
 
 async def init(ref: str, request: Request) -> Response:
+    return await _in_thread(_init, request, ref)
+
+
+async def create_ims(request: Request) -> Response:
+    return await _in_thread(_create_ims, request)
+
+
+async def post(ref: str, request: Request) -> Response:
+    return await _in_thread(_post, request, ref)
+
+
+def _init(request: Request, body: str, ref: str) -> Response:
     svc, who = _service(request), _caller(request)
-    occi = await _parse(request)
+    occi = _parse(request, body)
     _expect_kind(occi, ORCHESTRATOR)
     instance, _ = svc.create(who, ref, dict(occi.attributes))
     return _entity_response(request, svc, instance, 201)
 
 
-async def create_ims(request: Request) -> Response:
+def _create_ims(request: Request, body: str) -> Response:
     svc, who = _service(request), _caller(request)
-    occi = await _parse(request)
+    occi = _parse(request, body)
     _expect_kind(occi, IMS)
     attributes = dict(occi.attributes)
     name = str(attributes.pop("occi.core.title", "") or "") or f"ims-{secrets.token_hex(4)}"
@@ -86,10 +102,10 @@ def show(ref: str, request: Request) -> Response:
     return _entity_response(request, svc, svc.get(who, ref), 200)
 
 
-async def post(ref: str, request: Request) -> Response:
+def _post(request: Request, body: str, ref: str) -> Response:
     """POST ?action=X triggers an action; POST without one updates attributes."""
     svc, who = _service(request), _caller(request)
-    occi = await _parse(request)
+    occi = _parse(request, body)
     action = request.query_params.get("action")
     if action is None:
         _expect_kind(occi, _kind(request))
@@ -146,9 +162,31 @@ def _expect_kind(occi, kind: Category) -> None:
                                f"{kind.term}; scheme=\"{kind.scheme}\"")
 
 
-async def _parse(request: Request):
-    body = (await request.body()).decode("utf-8", errors="replace")
-    return parse_request(list(request.headers.items()), request.headers.get("content-type"), body)
+async def _in_thread(handler, request: Request, *args) -> Response:
+    """Read the body here, then run `handler(request, body, *args)` off the event loop."""
+    body = _text(await request.body())
+    return await run_in_threadpool(handler, request, body, *args)
+
+
+def _text(body: bytes) -> str:
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise OcciSyntaxError(f"request body: byte {err.start + 1} (0x{body[err.start]:02x}) is not UTF-8"
+                              " - send the body as UTF-8 text") from None
+
+
+def _header_text(value: str) -> str:
+    """HTTP headers arrive as latin-1; a client's UTF-8 is read back as such where it is valid."""
+    try:
+        return value.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        return value
+
+
+def _parse(request: Request, body: str):
+    headers = [(name, _header_text(value)) for name, value in request.headers.items()]
+    return parse_request(headers, request.headers.get("content-type"), body)
 
 
 def _service(request: Request) -> Service:

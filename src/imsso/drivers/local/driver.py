@@ -19,12 +19,13 @@ import time
 from contextlib import closing
 from pathlib import Path
 
+from ... import unitkeys
 from ...model import Instance, Subscriber, Unit
 from ...planning import HTTP_PORT, SIP_PORT, Plan, UnitPlan
 from ...profiles import Profile
 from .. import DriverError
 from . import processes, probes, sipcheck
-from .kamrpc import KamailioRpc, RpcError
+from .kamrpc import KEY_FILE, KamailioRpc, RpcError
 
 KAMAILIO_PACKAGES = ("kamailio kamailio-extra-modules kamailio-utils-modules kamailio-sqlite-modules "
                      "kamailio-json-modules")
@@ -34,6 +35,7 @@ MODULE_PACKAGES = {"db_sqlite": "kamailio-sqlite-modules", "json": "kamailio-jso
                        "cdp", "cdp_avp", "ims_auth", "ims_icscf", "ims_ipsec_pcscf", "ims_registrar_pcscf",
                        "ims_registrar_scscf", "ims_usrloc_pcscf", "ims_usrloc_scscf", "ims_dialog")}}
 PROBE_INTERVAL = 0.01  # a refused probe answers at once (ICMP): polling fast costs little
+SUBSCRIBER_COLUMNS = "username, domain, password, ha1, ha1b"  # of the profile's subscribers.sql
 PID_FILES = {"kamailio": "kamailio.pid", "dns": "dns.pid", "hss": "hss.pid"}  # written by the programs
 HSS_DIAMETER_PORT = 3868
 HSS_STATUS_PORT = 3870
@@ -136,9 +138,11 @@ class LocalDriver:
             unit.pid, unit.started_at = found
             unit.detail = "adopted"
             return unit
-        folder.mkdir(parents=True, exist_ok=True)
+        _private_dirs(self.data_dir, folder)
         for name, content in plan.files.items():
             _write(folder / name, content)
+        if plan.program == "kamailio":  # its config holds only the key's hash: this is for us
+            _write(folder / KEY_FILE, self._key(instance, unit.name) + "\n")
         unit.pid, unit.started_at = processes.spawn(self._argv(plan, folder), folder, folder / "unit.log")
         unit.detail = "started"
         return unit
@@ -223,14 +227,14 @@ class LocalDriver:
             os.kill(unit.pid, signal.SIGHUP)
             return f"{name} reloaded in {unit.name} (SIGHUP)"
         try:
-            KamailioRpc(plan.address, HTTP_PORT).call(how)
+            self._rpc(instance, plan.name, plan.address).call(how)
         except RpcError as exc:
             raise DriverError(f"could not apply {name} to {unit.name} with {how}", str(exc)) from exc
         return f"{name} applied to {unit.name} by {how}"
 
     def wait_drained(self, instance: Instance, unit: Unit, deadline: float) -> dict[str, float]:
         """Wait until the unit holds no SIP transaction, so stopping it cuts nothing short."""
-        rpc = KamailioRpc(unit.address, HTTP_PORT)
+        rpc = self._rpc(instance, unit.name, unit.address)
         seen: dict[str, float] = {}
         while time.monotonic() < deadline:
             try:
@@ -251,9 +255,16 @@ class LocalDriver:
 
     def call(self, instance: Instance, unit: Unit, method: str, *params: str) -> object:
         try:
-            return KamailioRpc(unit.address, HTTP_PORT).call(method, *params)
+            return self._rpc(instance, unit.name, unit.address).call(method, *params)
         except RpcError as exc:
             raise DriverError(f"{method} on {unit.name} failed", str(exc)) from exc
+
+    @staticmethod
+    def _key(instance: Instance, unit_name: str) -> str:
+        return unitkeys.management_key(instance.secret, unit_name)
+
+    def _rpc(self, instance: Instance, unit_name: str, address: str) -> KamailioRpc:
+        return KamailioRpc(address, HTTP_PORT, key=self._key(instance, unit_name))
 
     def stop_unit(self, instance: Instance, unit: Unit) -> None:
         folder = self.unit_dir(instance, unit.name)
@@ -270,21 +281,24 @@ class LocalDriver:
     def sync_subscribers(self, instance: Instance, profile: Profile, subscribers: list[Subscriber]
                          ) -> None:
         path = self.instance_dir(instance) / "subscribers.sqlite"
-        path.parent.mkdir(parents=True, exist_ok=True)
+        _private_dirs(self.data_dir, path.parent)  # the tables hold passwords
+        if not path.exists():  # SQLite gives its -wal and -shm files the database's mode
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
         if any(role.program == "hss" for role in profile.roles.values()):
             self._sync_hss(instance, profile, subscribers)
         schema = profile.extra_files.get("subscribers.sql")
         if schema is None:
             return
-        wanted = sorted((s.user, s.domain, s.password) for s in subscribers)
+        # Where the profile keeps HA1 only, password is "" and the S-CSCFs read ha1/ha1b.
+        wanted = sorted((s.user, s.domain, s.password, s.ha1, s.ha1b) for s in subscribers)
         # Kamailio reads this file at every authentication (WAL: readers never wait for us).
         try:
             with closing(sqlite3.connect(path, timeout=10)) as db, db:
                 db.executescript(schema)
-                if sorted(db.execute("SELECT username, domain, password FROM subscriber")) == wanted:
+                if sorted(db.execute(f"SELECT {SUBSCRIBER_COLUMNS} FROM subscriber")) == wanted:
                     return
                 db.execute("DELETE FROM subscriber")
-                db.executemany("INSERT INTO subscriber (username, domain, password) VALUES (?, ?, ?)",
+                db.executemany(f"INSERT INTO subscriber ({SUBSCRIBER_COLUMNS}) VALUES (?, ?, ?, ?, ?)",
                                wanted)
         except sqlite3.Error as exc:
             raise DriverError(f"could not write the subscriber table of {instance.name}", str(exc)) from exc
@@ -312,7 +326,7 @@ class LocalDriver:
         while time.monotonic() < deadline:
             result = sipcheck.register(entry.address, SIP_PORT, instance.domain,
                                        subscriber.user if subscriber else "imsso-probe",
-                                       subscriber.password if subscriber else None)
+                                       *_digest_secret(subscriber))
             if result.ok:
                 return result.summary
             last = result.summary
@@ -338,9 +352,32 @@ class LocalDriver:
         return done
 
 
+def _digest_secret(sub: Subscriber | None) -> tuple[str | None, str]:
+    """(password, HA1) the readiness REGISTER answers its challenge with; (None, "") to stop at
+    the challenge (no subscriber, or one without digest credentials)."""
+    if sub is None or not (sub.password or sub.ha1):
+        return None, ""
+    return (sub.password or ""), sub.ha1
+
+
+def _private_dirs(top: Path, folder: Path) -> None:
+    """`folder` and its parents below `top` made (or made again) 0700: configs hold keys."""
+    below = [folder, *folder.parents]
+    if top not in below:
+        raise DriverError(f"{folder} is not inside the data folder {top}")
+    top.mkdir(mode=0o700, parents=True, exist_ok=True)  # normally made by the service at its start
+    for level in reversed(below[:below.index(top)]):
+        level.mkdir(mode=0o700, exist_ok=True)
+        level.chmod(0o700)
+
+
 def _write(path: Path, content: str) -> None:
+    """0600 (configs hold keys, subscriber files passwords), replaced whole."""
     tmp = path.with_name(path.name + ".new")
-    tmp.write_text(content)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        os.fchmod(fd, 0o600)  # a leftover from before kept its mode
+        out.write(content)
     tmp.replace(path)  # readers never see half a file
 
 

@@ -29,18 +29,24 @@ _lock = threading.Lock()
 
 def spawn(argv: list[str], cwd: Path, log: Path) -> tuple[int, float]:
     """Start `argv` in a session of its own (it outlives us); return its pid and start time."""
-    with open(log, "ab") as out:
+    with open(log, "ab", opener=_private) as out:
         proc = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                                start_new_session=True, preexec_fn=_no_core_dumps, close_fds=True)
+                                start_new_session=True, preexec_fn=_unit_limits, close_fds=True)
     with _lock:
         _children[proc.pid] = proc
         _exited.pop(proc.pid, None)
     return proc.pid, start_time(proc.pid) or time.time()
 
 
-def _no_core_dumps() -> None:
+def _private(path: str, flags: int) -> int:
+    return os.open(path, flags, 0o600)
+
+
+def _unit_limits() -> None:
     # A crashing Kamailio would otherwise drop a core file in / (it changes directory there).
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    # what a unit writes (pid file, its own state) is for its owner only
+    os.umask(0o077)
 
 
 def reap() -> None:

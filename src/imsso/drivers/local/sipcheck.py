@@ -21,9 +21,11 @@ class RegisterResult:
     summary: str
 
 
-def register(proxy: str, port: int, domain: str, user: str, password: str | None) -> RegisterResult:
+def register(proxy: str, port: int, domain: str, user: str, password: str | None,
+             ha1: str = "") -> RegisterResult:
     """With a password: 401 then 200 is ok. Without: a 401 challenge (or, with an HSS, a 403 for the
-    unknown probe identity) is ok: the path works."""
+    unknown probe identity) is ok: the path works. `ha1` (MD5(user:realm:password) for the domain
+    as realm) answers the challenge where only HA1 is kept."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind(("127.0.0.1", 0))
         sock.settimeout(TIMEOUT)
@@ -44,7 +46,7 @@ def register(proxy: str, port: int, domain: str, user: str, password: str | None
         challenge = _challenge(headers.get("www-authenticate", ""))
         if challenge is None:
             return RegisterResult(False, "401 without a usable WWW-Authenticate")
-        auth = _authorization(user, password, domain, challenge)
+        auth = _authorization(user, password, domain, challenge, ha1)
         second = _exchange(sock, proxy, port, domain, user, call_id, 2, auth)
         if second is None:
             return RegisterResult(False, f"no answer to the authenticated REGISTER from {proxy}")
@@ -98,10 +100,11 @@ def _challenge(header: str) -> dict[str, str] | None:
     return params if "nonce" in params and "realm" in params else None
 
 
-def _authorization(user: str, password: str, domain: str, challenge: dict[str, str]) -> str:
+def _authorization(user: str, password: str, domain: str, challenge: dict[str, str], ha1: str = ""
+                   ) -> str:
     realm, nonce = challenge["realm"], challenge["nonce"]
     uri = f"sip:{domain}"
-    ha1 = _md5(f"{user}:{realm}:{password}")
+    ha1 = ha1 or _md5(f"{user}:{realm}:{password}")
     ha2 = _md5(f"REGISTER:{uri}")
     fields = f'Digest username="{user}", realm="{realm}", nonce="{nonce}", uri="{uri}", algorithm=MD5'
     if "opaque" in challenge:

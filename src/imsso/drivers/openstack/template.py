@@ -5,7 +5,8 @@ what a deploy would send.
 Per unit: a Neutron port with the address the plan chose (configs name their peers before any
 server boots), a Nova server whose user data writes the unit's files, starts it as a systemd
 service and signals a wait condition once the unit answers its own probe (no agent in the VM),
-and for the roles clients reach, a floating IP. Per role: a security group opening what it serves.
+and for the roles clients reach, a floating IP. Per role: a security group opening each port it
+serves to that port's clients only (see `_sources`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ CONFIG_ROOT = "/etc/imsso"
 STATE_ROOT = "/var/lib/imsso"
 LIB_ROOT = "/usr/local/lib/imsso"
 NOTIFY = "__imsso_notify__"  # replaced by Heat with the wait condition's curl command
+HSS_DIAMETER_PORT = 3868
 PACKAGES = {
     "kamailio": ["kamailio", "kamailio-extra-modules", "kamailio-utils-modules",
                  "kamailio-sqlite-modules", "kamailio-json-modules", "kamailio-ims-modules",
@@ -51,10 +53,12 @@ class Options:
     boot_timeout: int = 900  # seconds a server has to boot, install and answer its probe
     environment: str = ""    # name of a Heat environment file in the environments folder
     manager_address: str = "127.0.0.1"  # who may call the units' JSON-RPC (the orchestrator)
+    dns_clients: tuple[str, ...] = ()   # networks besides the subnet that may query the DNS unit
 
 
 OPTION_NAMES = ("image", "flavor", "network", "cidr", "key_name", "floating_network",
-                "boot_timeout", "environment", "manager_address")
+                "boot_timeout", "environment", "manager_address", "dns_clients")
+MAX_DNS_CLIENTS = 16
 ATTRIBUTE_PREFIX = "imsso.os."
 CREATE_ONLY = {"imsso.os.network", "imsso.os.cidr"}  # unit addresses were chosen in them
 
@@ -101,7 +105,24 @@ def options(attributes: dict[str, Any], defaults: dict[str, str]) -> Options:
     return Options(image=values["image"], flavor=values["flavor"], network=values["network"],
                    cidr=str(net), key_name=values["key_name"],
                    floating_network=values["floating_network"], boot_timeout=boot_timeout,
-                   environment=values["environment"], manager_address=manager)
+                   environment=values["environment"], manager_address=manager,
+                   dns_clients=_dns_clients(values["dns_clients"]))
+
+
+def _dns_clients(text: str) -> tuple[str, ...]:
+    """`imsso.os.dns_clients`: IPv4 networks, comma separated, e.g. 0.0.0.0/0 for UEs anywhere."""
+    found: list[str] = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        try:
+            found.append(str(ipaddress.IPv4Network(item)))
+        except ValueError:
+            raise InvalidInput(f"{ATTRIBUTE_PREFIX}dns_clients: '{item}' is not an IPv4 network such as "
+                               "203.0.113.0/24 (host bits zero) or 0.0.0.0/0; give networks separated "
+                               "by commas") from None
+    if len(found) > MAX_DNS_CLIENTS:
+        raise InvalidInput(f"{ATTRIBUTE_PREFIX}dns_clients names {len(found)} networks: at most "
+                           f"{MAX_DNS_CLIENTS}")
+    return tuple(sorted(set(found), key=found.index))
 
 
 def stack_name(instance: Instance) -> str:
@@ -130,10 +151,9 @@ def render(instance: Instance, profile: Profile, plan: Plan, subscribers: list[S
     resources: dict[str, Any] = {}
     outputs: dict[str, Any] = {}
     net = network_label(opts)
-    for role in sorted({u.role for u in plan.units}):
-        resources[f"{role}-secgroup"] = _security_group(instance, profile, role, plan, opts)
+    resources.update(security_groups(instance, profile, plan, opts))
     for unit in plan.units:
-        public = _is_public(profile, unit.role)
+        public = _is_public(profile, unit.role, opts)
         resources.update(_unit_resources(instance, profile, unit, subscribers, opts, public,
                                          dns_server_source))
         outputs[f"mcn.endpoint.{unit.name}.{net}.private"] = {
@@ -165,25 +185,54 @@ def _parameters(opts: Options) -> dict[str, Any]:
     return params
 
 
-def _is_public(profile: Profile, role: str) -> bool:
-    """Clients reach the entry role (SIP) and the DNS role; the rest talk only inside."""
-    return role == profile.entry or profile.role(role).program == "dns"
+def _is_public(profile: Profile, role: str, opts: Options) -> bool:
+    """Clients outside the subnet reach the entry role (SIP), and the DNS role if dns_clients says so:
+    those get a floating IP. The rest talk only inside."""
+    return role == profile.entry or (profile.role(role).program == "dns" and bool(opts.dns_clients))
 
 
-def _security_group(instance: Instance, profile: Profile, role: str, plan: Plan,
-                    opts: Options) -> dict[str, Any]:
-    public = _is_public(profile, role)
+WORLD = "0.0.0.0/0"
+DNS_PORT = 53
+SSH_PORT = 22
+
+
+def security_groups(instance: Instance, profile: Profile, plan: Plan, opts: Options) -> dict[str, Any]:
+    """One security group per role, opening each port to that port's clients only."""
+    return {f"{role}-secgroup": _security_group(instance, profile, role, opts)
+            for role in sorted({u.role for u in plan.units})}
+
+
+def _manager(opts: Options) -> list[str]:
+    """The orchestrator's address as a source; 127.0.0.1 means it is on no server's network: none."""
+    return [] if opts.manager_address == "127.0.0.1" else [f"{opts.manager_address}/32"]
+
+
+def _sources(profile: Profile, role: str, port: int, opts: Options) -> list[str]:
+    """Who may reach `port` of `role`: Neutron groups cannot rate-limit, so each port is opened to
+    the fewest sources its clients need."""
+    program = profile.role(role).program
+    if port == HTTP_PORT:
+        return _manager(opts)  # Kamailio's management answers the orchestrator only
+    if port == SIP_PORT and role == profile.entry:
+        return [WORLD]  # the P-CSCF's clients are UEs, anywhere
+    if port == DNS_PORT and program == "dns":
+        return [opts.cidr, *(net for net in opts.dns_clients if net != opts.cidr)]
+    if program == "hss" and port != HSS_DIAMETER_PORT:
+        return [opts.cidr, *_manager(opts)]  # the status page: the orchestrator's probe and metrics
+    return [opts.cidr]  # SIP between CSCFs, Diameter, anything else: the instance's own units
+
+
+def _security_group(instance: Instance, profile: Profile, role: str, opts: Options) -> dict[str, Any]:
     rules = [{"protocol": "icmp", "remote_ip_prefix": opts.cidr}]
     for port in profile.role(role).ports:
-        # The management port answers the orchestrator and the instance's own units only.
-        sources = ["0.0.0.0/0"] if public and port.port != HTTP_PORT else [opts.cidr]
-        if port.port == HTTP_PORT and opts.manager_address != "127.0.0.1":
-            sources.append(f"{opts.manager_address}/32")
         rules += [{"protocol": port.protocol, "port_range_min": port.port, "port_range_max": port.port,
-                   "remote_ip_prefix": source} for source in sources]
+                   "remote_ip_prefix": source} for source in _sources(profile, role, port.port, opts)]
+    if opts.key_name:  # a key pair is for the operator, from the orchestrator's address
+        rules += [{"protocol": "tcp", "port_range_min": SSH_PORT, "port_range_max": SSH_PORT,
+                   "remote_ip_prefix": source} for source in _manager(opts)]
     return {"type": "OS::Neutron::SecurityGroup",
             "properties": {"name": f"{stack_name(instance)}-{role}",
-                           "description": f"what {role} units serve", "rules": rules}}
+                           "description": f"what {role} units serve, to their clients only", "rules": rules}}
 
 
 def _unit_resources(instance: Instance, profile: Profile, unit: UnitPlan, subscribers: list[Subscriber],
@@ -275,8 +324,9 @@ def subscribers_sql(schema: str, subscribers: list[Subscriber]) -> str:
         return "'" + text.replace("'", "''") + "'"
 
     lines = [schema.rstrip(), "DELETE FROM subscriber;"]
-    lines += [f"INSERT INTO subscriber (username, domain, password) VALUES "
-              f"({quote(s.user)}, {quote(s.domain)}, {quote(s.password)});"
+    # Where the profile keeps HA1 only, password is "" and the S-CSCFs read ha1/ha1b.
+    lines += [f"INSERT INTO subscriber (username, domain, password, ha1, ha1b) VALUES "
+              f"({quote(s.user)}, {quote(s.domain)}, {quote(s.password)}, {quote(s.ha1)}, {quote(s.ha1b)});"
               for s in sorted(subscribers, key=lambda s: (s.user, s.domain))]
     return "\n".join(lines) + "\n"
 

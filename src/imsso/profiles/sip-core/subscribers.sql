@@ -1,8 +1,9 @@
 -- imsso sip-core: the subscriber database of an instance (SQLite).
 -- Tables as Kamailio 5.6 db_sqlite / auth_db expect them (kamailio standard-create.sql and
 -- auth_db-create.sql): "version" with the table versions, and "subscriber" (table version 7).
--- The S-CSCFs read it (read-only) at every authentication, with calculate_ha1 = yes: the plain
--- password is in the "password" column; ha1/ha1b may stay empty.
+-- The S-CSCFs read it (read-only) at every authentication, with calculate_ha1 = 0: "ha1" holds
+-- MD5(username:domain:password) and "ha1b" MD5(username@domain:domain:password); "password" stays
+-- empty (the orchestrator keeps no password for this profile).
 -- Idempotent: can be applied to an existing file.
 
 -- Write-ahead log: the orchestrator's writes never block Kamailio's reads (db_sqlite sets no busy
