@@ -59,9 +59,11 @@ def main() -> None:
         shutil.rmtree(folder, ignore_errors=True)
     settle = counts.settle_seconds or [0.0]
     print(counts.summary())
-    print(f"kill to settled: mean {statistics.mean(settle):.2f} s, median {statistics.median(settle):.2f} s, "
-          f"max {max(settle):.2f} s; a plain start of imsso serve: {floor:.2f} s "
-          f"(ratio of the mean {statistics.mean(settle) / floor:.1f})")
+    print(
+        f"kill to settled: mean {statistics.mean(settle):.2f} s, median {statistics.median(settle):.2f} s, "
+        f"max {max(settle):.2f} s; a plain start of imsso serve: {floor:.2f} s "
+        f"(ratio of the mean {statistics.mean(settle) / floor:.1f})"
+    )
     print(f"campaign: {took:.0f} s, {took / max(counts.kills, 1):.1f} s per kill")
     for line in counts.leftovers:
         print(f"leftover: {line}")

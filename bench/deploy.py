@@ -55,8 +55,7 @@ import httpx
 import psutil
 
 from imsso import planning, profiles, spec
-from imsso.drivers.local import LocalDriver
-from imsso.drivers.local import probes, sipcheck
+from imsso.drivers.local import LocalDriver, probes, sipcheck
 from imsso.model import Instance, OrchestratorError, Subscriber, Unit
 
 LISTEN = "127.0.0.1:8061"
@@ -67,9 +66,9 @@ PROFILE = "sip-core"
 TENANT = "bench"
 USER, PASSWORD = "bench", "bench-" + secrets.token_hex(6)
 
-ATTEMPT_EVERY = 0.02      # a new REGISTER attempt this often while older ones wait for answers
+ATTEMPT_EVERY = 0.02  # a new REGISTER attempt this often while older ones wait for answers
 MAX_IN_FLIGHT = 64
-REGISTER_TIMEOUT = 60.0   # from the request to the first REGISTER, at worst
+REGISTER_TIMEOUT = 60.0  # from the request to the first REGISTER, at worst
 OPERATION_TIMEOUT = 180.0
 SERVER_START_TIMEOUT = 30.0
 MiB = 1024 * 1024
@@ -93,6 +92,7 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.05):
 
 # ------------------------------------------------------------------ the REGISTER clock
 
+
 def _attempt(proxy: str, domain: str) -> tuple[bool, float, str]:
     result = sipcheck.register(proxy, planning.SIP_PORT, domain, USER, PASSWORD)
     return result.ok, time.monotonic(), result.summary
@@ -112,8 +112,7 @@ def first_register(proxy: str, domain: str, deadline: float, aborted) -> float:
             if now >= next_attempt and len(pending) < MAX_IN_FLIGHT:
                 pending.add(pool.submit(_attempt, proxy, domain))
                 next_attempt = now + ATTEMPT_EVERY
-            done, pending = wait(pending, timeout=max(next_attempt - time.monotonic(), 0),
-                                 return_when=FIRST_COMPLETED)
+            done, pending = wait(pending, timeout=max(next_attempt - time.monotonic(), 0), return_when=FIRST_COMPLETED)
             for future in done:
                 ok, at, summary = future.result()
                 if ok:
@@ -132,16 +131,29 @@ def first_register(proxy: str, domain: str, deadline: float, aborted) -> float:
 
 # ------------------------------------------------------------------ imsso, as a user runs it
 
+
 class Server:
     """One `imsso serve` with its own data folder, listen address and address pool."""
 
-    def __init__(self, data_dir: Path, listen: str = LISTEN, pool: str = POOL, dns_port: int = DNS_PORT,
-                 env: dict[str, str] | None = None):
+    def __init__(
+        self,
+        data_dir: Path,
+        listen: str = LISTEN,
+        pool: str = POOL,
+        dns_port: int = DNS_PORT,
+        env: dict[str, str] | None = None,
+    ):
         self.data_dir = data_dir
         self.listen = listen
         self.url = f"http://{listen}"
-        self.env = {**os.environ, "IMSSO_DATA_DIR": str(data_dir), "IMSSO_LISTEN": listen,
-                    "IMSSO_ADDRESS_POOL": pool, "IMSSO_DNS_PORT": str(dns_port), **(env or {})}
+        self.env = {
+            **os.environ,
+            "IMSSO_DATA_DIR": str(data_dir),
+            "IMSSO_LISTEN": listen,
+            "IMSSO_ADDRESS_POOL": pool,
+            "IMSSO_DNS_PORT": str(dns_port),
+            **(env or {}),
+        }
         self.proc: subprocess.Popen | None = None
         self.api: httpx.Client | None = None
 
@@ -151,15 +163,24 @@ class Server:
         self.data_dir.mkdir(parents=True)
         with open(self.data_dir / "serve.log", "ab") as log:
             # its own session: a Ctrl-C reaches this script only, which then disposes through the API
-            self.proc = subprocess.Popen([sys.executable, "-m", "imsso", "serve"], env=self.env,
-                                         stdout=log, stderr=log, stdin=subprocess.DEVNULL,
-                                         start_new_session=True)
-        wait_for(lambda: self._healthy() or self.proc.poll() is not None, SERVER_START_TIMEOUT,
-                 f"imsso serve on {self.listen}")
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "imsso", "serve"],
+                env=self.env,
+                stdout=log,
+                stderr=log,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        wait_for(
+            lambda: self._healthy() or self.proc.poll() is not None,
+            SERVER_START_TIMEOUT,
+            f"imsso serve on {self.listen}",
+        )
         if self.proc.poll() is not None:
             raise BenchError(f"imsso serve exited {self.proc.returncode}: see {self.data_dir}/serve.log")
-        self.api = httpx.Client(base_url=self.url, timeout=30,
-                                headers={"X-Auth-Token": self._token(), "X-Tenant-Name": TENANT})
+        self.api = httpx.Client(
+            base_url=self.url, timeout=30, headers={"X-Auth-Token": self._token(), "X-Tenant-Name": TENANT}
+        )
 
     def _healthy(self) -> bool:
         try:
@@ -169,8 +190,9 @@ class Server:
 
     def _token(self) -> str:
         admin = (self.data_dir / "admin.token").read_text().strip()
-        response = httpx.post(self.url + "/v1/tokens", json={"tenant": TENANT},
-                              headers={"X-Auth-Token": admin}, timeout=10)
+        response = httpx.post(
+            self.url + "/v1/tokens", json={"tenant": TENANT}, headers={"X-Auth-Token": admin}, timeout=10
+        )
         _expect(response, 201)
         return response.json()["token"]
 
@@ -195,8 +217,9 @@ class Server:
     # the JSON API
     def create(self, name: str, actions=("deploy", "provision"), **attributes) -> str:
         """POST /v1/instances; returns the first operation's id."""
-        response = self.api.post("/v1/instances", json={
-            "name": name, "profile": PROFILE, "actions": list(actions), "attributes": attributes})
+        response = self.api.post(
+            "/v1/instances", json={"name": name, "profile": PROFILE, "actions": list(actions), "attributes": attributes}
+        )
         _expect(response, 202)
         return response.json()["operation"]["id"]
 
@@ -237,8 +260,9 @@ class Server:
 
 def _expect(response: httpx.Response, status: int) -> None:
     if response.status_code != status:
-        raise BenchError(f"{response.request.method} {response.request.url.path}: "
-                         f"{response.status_code} {response.text[:300]}")
+        raise BenchError(
+            f"{response.request.method} {response.request.url.path}: {response.status_code} {response.text[:300]}"
+        )
 
 
 def _ended(op: dict) -> dict | None:
@@ -263,11 +287,9 @@ def imsso_run(server: Server, name: str) -> ImssoRun:
     op_id = server.create(name, **{"imsso.test_subscribers": False})
     # Stored now; written to the S-CSCF's table by deploy's "subscriber table" step, or by this
     # request itself if the units are already reserved (provision writes the table once more).
-    _expect(server.api.post(f"/v1/instances/{name}/subscribers",
-                            json={"user": USER, "password": PASSWORD}), 201)
+    _expect(server.api.post(f"/v1/instances/{name}/subscribers", json={"user": USER, "password": PASSWORD}), 201)
     deadline = t0 + REGISTER_TIMEOUT
-    pcscf = wait_for(lambda: _pcscf_address(server, name), REGISTER_TIMEOUT, f"{name}'s P-CSCF address",
-                     interval=0.01)
+    pcscf = wait_for(lambda: _pcscf_address(server, name), REGISTER_TIMEOUT, f"{name}'s P-CSCF address", interval=0.01)
     domain = server.instance(name)["domain"]
 
     def aborted() -> str | None:
@@ -297,6 +319,7 @@ def _breakdown(ops: list[dict], wall0: float, registered: float) -> dict[str, fl
 
 # ------------------------------------------------------------------ the floor: same units, no orchestrator
 
+
 class Floor:
     """The sip-core units rendered as the driver would, started by plain Popen."""
 
@@ -309,16 +332,27 @@ class Floor:
     def render(self) -> tuple[Instance, planning.Plan]:
         """A fresh folder with every unit's files and the subscriber table."""
         shutil.rmtree(self.driver.data_dir / "instances", ignore_errors=True)
-        instance = Instance(id="floor", tenant=TENANT, name="floor", profile=PROFILE, driver="local",
-                            domain=self.profile.domain, sizes=spec.default_sizes(self.profile),
-                            attributes={}, test_subscribers=False, secret=secrets.token_hex(16), block=0)
+        instance = Instance(
+            id="floor",
+            tenant=TENANT,
+            name="floor",
+            profile=PROFILE,
+            driver="local",
+            domain=self.profile.domain,
+            sizes=spec.default_sizes(self.profile),
+            attributes={},
+            test_subscribers=False,
+            secret=secrets.token_hex(16),
+            block=0,
+        )
         units, taken = [], set()
         for role in self.profile.order:
             for index in range(1, instance.sizes[role] + 1):
                 address = self.driver.allocate_address(instance, taken)
                 taken.add(address)
-                units.append(Unit(str(uuid.uuid4()), instance.id, planning.unit_name(role, index),
-                                  role, index, address))
+                units.append(
+                    Unit(str(uuid.uuid4()), instance.id, planning.unit_name(role, index), role, index, address)
+                )
         plan = planning.build(instance, self.profile, units, self.driver.layout)
         self.driver.preflight(instance, plan, [u.name for u in plan.units])  # ports free, modules there
         for unit in plan.units:
@@ -326,8 +360,7 @@ class Floor:
             folder.mkdir(parents=True)
             for file_name, content in unit.files.items():
                 (folder / file_name).write_text(content)
-        self.driver.sync_subscribers(instance, self.profile,
-                                     [Subscriber(instance.id, USER, instance.domain, PASSWORD)])
+        self.driver.sync_subscribers(instance, self.profile, [Subscriber(instance.id, USER, instance.domain, PASSWORD)])
         return instance, plan
 
     def run(self) -> float:
@@ -340,8 +373,12 @@ class Floor:
                     self._launch(instance, unit)
             for unit in plan.units:
                 if self.profile.role(unit.role).routable:
-                    wait_for(lambda: probes.sip_options(unit.address, planning.SIP_PORT, timeout=0.5),
-                             REGISTER_TIMEOUT, f"floor {unit.name} answering OPTIONS", interval=0.01)
+                    wait_for(
+                        lambda: probes.sip_options(unit.address, planning.SIP_PORT, timeout=0.5),
+                        REGISTER_TIMEOUT,
+                        f"floor {unit.name} answering OPTIONS",
+                        interval=0.01,
+                    )
             for unit in pcscfs:
                 self._launch(instance, unit)
             done_at = first_register(pcscfs[0].address, instance.domain, t0 + REGISTER_TIMEOUT, self._died)
@@ -352,9 +389,16 @@ class Floor:
     def _launch(self, instance: Instance, unit: planning.UnitPlan) -> None:
         folder = self.driver.unit_dir(instance, unit.name)
         with open(folder / "unit.log", "ab") as log:
-            self.procs.append(subprocess.Popen(
-                self.driver._argv(unit, folder), cwd=folder, stdin=subprocess.DEVNULL, stdout=log,
-                stderr=log, start_new_session=True))
+            self.procs.append(
+                subprocess.Popen(
+                    self.driver._argv(unit, folder),
+                    cwd=folder,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=log,
+                    start_new_session=True,
+                )
+            )
 
     def _died(self) -> str | None:
         dead = [p for p in self.procs if p.poll() is not None]
@@ -382,12 +426,14 @@ def _signal_group(pid: int, sig: int) -> None:
 
 # ------------------------------------------------------------------ processes and memory
 
+
 def processes_naming(marker: str) -> list[psutil.Process]:
     found = []
     for proc in psutil.process_iter(["cmdline", "status"]):
         try:
             if proc.info["status"] != psutil.STATUS_ZOMBIE and any(
-                    marker in part for part in proc.info["cmdline"] or ()):
+                marker in part for part in proc.info["cmdline"] or ()
+            ):
                 found.append(proc)
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
@@ -420,6 +466,7 @@ def memory_mib(procs: list[psutil.Process]) -> tuple[float, float]:
 
 # ------------------------------------------------------------------ the report
 
+
 def median_min(values: list[float]) -> tuple[float, float]:
     return statistics.median(values), min(values)
 
@@ -432,8 +479,10 @@ def measure_deploy(server: Server, floor: Floor, runs: int) -> None:
         floor_runs.append(floor.run())
         print(f"  run {n}: imsso {imsso_runs[-1].seconds:.3f} s, floor {floor_runs[-1]:.3f} s", flush=True)
     (im, imin), (fm, fmin) = median_min([r.seconds for r in imsso_runs]), median_min(floor_runs)
-    print(f"deploy to first REGISTER: imsso {im:.2f} s (min {imin:.2f}), floor {fm:.2f} s "
-          f"(min {fmin:.2f}), ratio {im / fm:.1f}x")
+    print(
+        f"deploy to first REGISTER: imsso {im:.2f} s (min {imin:.2f}), floor {fm:.2f} s "
+        f"(min {fmin:.2f}), ratio {im / fm:.1f}x"
+    )
     print("  where imsso's time goes (median over the runs, seconds after the POST or per step):")
     names = list(dict.fromkeys(k for r in imsso_runs for k in r.steps))
     for name in names:
@@ -459,15 +508,18 @@ def measure_fleet(server: Server, fleet: int) -> None:
     rss, pss = memory_mib(units)
     for failure in failures:
         print(f"  FAILED in the fleet: {failure}")
-    print(f"imsso serve RSS: {idle:.1f} MiB with 0 instances, {server.rss_mib():.1f} MiB with {fleet} "
-          f"instances ({active} deployed and provisioned, in {took:.1f} s)")
-    print(f"unit processes at {fleet} instances: {len(units)}, RSS sum {rss:.0f} MiB, PSS sum {pss:.0f} MiB "
-          f"({pss / max(active, 1):.1f} MiB PSS per active instance)")
+    print(
+        f"imsso serve RSS: {idle:.1f} MiB with 0 instances, {server.rss_mib():.1f} MiB with {fleet} "
+        f"instances ({active} deployed and provisioned, in {took:.1f} s)"
+    )
+    print(
+        f"unit processes at {fleet} instances: {len(units)}, RSS sum {rss:.0f} MiB, PSS sum {pss:.0f} MiB "
+        f"({pss / max(active, 1):.1f} MiB PSS per active instance)"
+    )
     started = time.monotonic()
     dispose_all(server)
     left = server.unit_processes()
-    print(f"disposed {fleet} instances in {time.monotonic() - started:.1f} s; "
-          f"unit processes left: {len(left)}")
+    print(f"disposed {fleet} instances in {time.monotonic() - started:.1f} s; unit processes left: {len(left)}")
 
 
 def dispose_all(server: Server) -> int:
@@ -515,8 +567,10 @@ def main() -> int:
     server = Server(root / "imsso")
     try:
         server.start()
-        print(f"imsso serve on {LISTEN} (pid {server.proc.pid}), data in {root}, "
-              f"RSS at start {server.rss_mib():.1f} MiB", flush=True)
+        print(
+            f"imsso serve on {LISTEN} (pid {server.proc.pid}), data in {root}, RSS at start {server.rss_mib():.1f} MiB",
+            flush=True,
+        )
         measure_deploy(server, Floor(root / "floor"), args.runs)
         measure_fleet(server, args.fleet)
         return 0

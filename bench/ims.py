@@ -95,22 +95,29 @@ TENANT = "bench-ims"
 DOMAIN = "ims.test"
 SECRET = secrets.token_hex(4)
 
-DEFAULT_STEPS = (100, 200, 300, 400, 500)   # registrations/s, twice that in REGISTER/s
+DEFAULT_STEPS = (100, 200, 300, 400, 500)  # registrations/s, twice that in REGISTER/s
 QUICK_STEPS, QUICK_SECONDS = (100, 300), 5.0
 RECV_TIMEOUT_MS = 5000
 SAMPLE_EVERY = 0.25
 SETTLE_MAX, QUICK_SETTLE_MAX = 5.0, 2.0
-SETTLE_IN_USE = 3   # transactions in use per Kamailio unit when idle (dispatcher pings), at most
+SETTLE_IN_USE = 3  # transactions in use per Kamailio unit when idle (dispatcher pings), at most
 MiB = 1024 * 1024
 
 DIAMETER_PORT = 3868
 COMMANDS = {300: "UAR", 301: "SAR", 302: "LIR", 303: "MAR"}
 SHOWN = ("UAR", "MAR", "SAR")
-CDP_TIMEOUT = 2.0   # TransactionTimeout of the CSCFs' cdp: an answer later than this is lost
-TIMEOUT_METRICS = {"UAR": "kamailio_ims_icscf_uar_timeouts", "MAR": "kamailio_ims_auth_mar_timeouts",
-                   "SAR": "kamailio_ims_registrar_scscf_sar_timeouts"}
-HSS_OK = {"DIAMETER_SUCCESS", "DIAMETER_FIRST_REGISTRATION", "DIAMETER_SUBSEQUENT_REGISTRATION",
-          "DIAMETER_UNREGISTERED_SERVICE"}
+CDP_TIMEOUT = 2.0  # TransactionTimeout of the CSCFs' cdp: an answer later than this is lost
+TIMEOUT_METRICS = {
+    "UAR": "kamailio_ims_icscf_uar_timeouts",
+    "MAR": "kamailio_ims_auth_mar_timeouts",
+    "SAR": "kamailio_ims_registrar_scscf_sar_timeouts",
+}
+HSS_OK = {
+    "DIAMETER_SUCCESS",
+    "DIAMETER_FIRST_REGISTRATION",
+    "DIAMETER_SUBSEQUENT_REGISTRATION",
+    "DIAMETER_UNREGISTERED_SERVICE",
+}
 KAMAILIO_ROLES = ("pcscf", "icscf", "scscf")
 
 SIPPS: list[subprocess.Popen] = []  # running sipp processes, killed by the cleanup
@@ -142,6 +149,7 @@ class Server(deploy.Server):
 
 # ------------------------------------------------------------------ targets and subscribers
 
+
 @dataclass
 class Step:
     offered: float
@@ -151,9 +159,9 @@ class Step:
     wall: float = 0.0
     reasons: Counter = field(default_factory=Counter)
     wire: dict[str, tuple[int, float, float]] = field(default_factory=dict)  # command: n, avg, p99 ms
-    late: int = 0            # answers later than the cdp timeout
+    late: int = 0  # answers later than the cdp timeout
     unanswered: int = 0
-    drops: int = 0           # packets the capture socket lost
+    drops: int = 0  # packets the capture socket lost
     hss: dict | None = None  # deltas of the HSS's /status
     timeouts: Counter = field(default_factory=Counter)
     peaks: dict[str, tuple[float, float]] = field(default_factory=dict)  # unit: peak, total MiB
@@ -161,7 +169,7 @@ class Step:
     second_looks: int = 0
     cpu: dict[str, float] = field(default_factory=dict)  # unit: CPU seconds in the step
     sipp_cpu: float = 0.0
-    busy: float = 0.0        # the machine's CPU use, % of all cores
+    busy: float = 0.0  # the machine's CPU use, % of all cores
 
     def cpu_ms(self, seconds: float) -> float:
         """CPU milliseconds per attempted registration."""
@@ -174,12 +182,12 @@ class Step:
 
 @dataclass
 class Target:
-    index: int          # client addresses 127.160.<index>.<n>
+    index: int  # client addresses 127.160.<index>.<n>
     label: str
     name: str
     profile: str
     sizes: dict[str, int]
-    impi_suffix: str    # sipp's -au is user + this
+    impi_suffix: str  # sipp's -au is user + this
     op_id: str = ""
     instance: dict = field(default_factory=dict)
     steps: list[Step] = field(default_factory=list)
@@ -192,9 +200,11 @@ class Target:
 
 
 def targets() -> list[Target]:
-    return [Target(1, "ims, 1 S-CSCF", "bench-ims-1", "ims", {"scscf": 1}, f"@{DOMAIN}"),
-            Target(2, "ims, 2 S-CSCFs", "bench-ims-2", "ims", {"scscf": 2}, f"@{DOMAIN}"),
-            Target(3, "sip-core floor", "bench-floor", "sip-core", {}, "")]
+    return [
+        Target(1, "ims, 1 S-CSCF", "bench-ims-1", "ims", {"scscf": 1}, f"@{DOMAIN}"),
+        Target(2, "ims, 2 S-CSCFs", "bench-ims-2", "ims", {"scscf": 2}, f"@{DOMAIN}"),
+        Target(3, "sip-core floor", "bench-floor", "sip-core", {}, ""),
+    ]
 
 
 def subscriber_names(count: int) -> list[str]:
@@ -222,14 +232,19 @@ def deploy(server: Server, all_targets: list[Target], users: list[str]) -> None:
     for t in all_targets:
         server.wait_operations(t.op_id)
         for user in users:
-            server.call("POST", f"/v1/instances/{t.name}/subscribers", 201,
-                        json={"user": user, "password": password(user)})
+            server.call(
+                "POST", f"/v1/instances/{t.name}/subscribers", 201, json={"user": user, "password": password(user)}
+            )
         t.instance = server.call("GET", f"/v1/instances/{t.name}", 200)
-    print(f"deployed and provisioned {len(all_targets)} instances, {len(users)} subscribers each, "
-          f"in {time.monotonic() - started:.1f} s", flush=True)
+    print(
+        f"deployed and provisioned {len(all_targets)} instances, {len(users)} subscribers each, "
+        f"in {time.monotonic() - started:.1f} s",
+        flush=True,
+    )
 
 
 # ------------------------------------------------------------------ sipp
+
 
 @dataclass
 class Load:
@@ -240,13 +255,51 @@ class Load:
 
 
 def sipp_argv(target: Target, n: int, user: str, calls: int, rate: float, base: Path) -> list[str]:
-    return ["sipp", f"{target.address('pcscf')}:5060", "-sf", str(SCENARIO), "-t", "u1",
-            "-i", f"{CLIENT_NET}.{target.index}.{n + 1}", "-p", "5060", "-mp", "6000",
-            "-s", user, "-au", user + target.impi_suffix, "-ap", password(user),
-            "-key", "domain", DOMAIN, "-auth_uri", DOMAIN, "-key", "expires", "600",
-            "-r", f"{rate:.6g}", "-m", str(calls), "-nostdin", "-default_behaviors", "all,-bye",
-            "-recv_timeout", str(RECV_TIMEOUT_MS), "-trace_err", "-error_file", f"{base}.err",
-            "-trace_stat", "-stf", f"{base}.csv", "-fd", "3600"]
+    return [
+        "sipp",
+        f"{target.address('pcscf')}:5060",
+        "-sf",
+        str(SCENARIO),
+        "-t",
+        "u1",
+        "-i",
+        f"{CLIENT_NET}.{target.index}.{n + 1}",
+        "-p",
+        "5060",
+        "-mp",
+        "6000",
+        "-s",
+        user,
+        "-au",
+        user + target.impi_suffix,
+        "-ap",
+        password(user),
+        "-key",
+        "domain",
+        DOMAIN,
+        "-auth_uri",
+        DOMAIN,
+        "-key",
+        "expires",
+        "600",
+        "-r",
+        f"{rate:.6g}",
+        "-m",
+        str(calls),
+        "-nostdin",
+        "-default_behaviors",
+        "all,-bye",
+        "-recv_timeout",
+        str(RECV_TIMEOUT_MS),
+        "-trace_err",
+        "-error_file",
+        f"{base}.err",
+        "-trace_stat",
+        "-stf",
+        f"{base}.csv",
+        "-fd",
+        "3600",
+    ]
 
 
 def run_sipps(target: Target, users: list[str], total: int, seconds: float, folder: Path) -> Load:
@@ -261,10 +314,16 @@ def run_sipps(target: Target, users: list[str], total: int, seconds: float, fold
             base = folder / user
             bases.append(base)
             with open(f"{base}.out", "wb") as out:
-                SIPPS.append(subprocess.Popen(
-                    sipp_argv(target, n, user, calls, calls / seconds, base), cwd=folder,
-                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=out,
-                    start_new_session=True))
+                SIPPS.append(
+                    subprocess.Popen(
+                        sipp_argv(target, n, user, calls, calls / seconds, base),
+                        cwd=folder,
+                        stdin=subprocess.DEVNULL,
+                        stdout=subprocess.DEVNULL,
+                        stderr=out,
+                        start_new_session=True,
+                    )
+                )
         deadline = started + seconds + RECV_TIMEOUT_MS / 1000 * 3 + 10
         for proc in SIPPS:
             proc.wait(timeout=max(deadline - time.monotonic(), 0.1))
@@ -330,21 +389,32 @@ def warm_up(target: Target, users: list[str], folder: Path) -> None:
     """Every user registers once: the first registration at the HSS, and a check of the setup."""
     load = run_sipps(target, users, len(users), 1.0, folder)
     if load.failed or load.ok != len(users):
-        raise BenchError(f"{target.label}: the first registrations failed ({load.ok} of {len(users)} "
-                         f"went through): {dict(load.reasons)}")
+        raise BenchError(
+            f"{target.label}: the first registrations failed ({load.ok} of {len(users)} "
+            f"went through): {dict(load.reasons)}"
+        )
 
 
 # ------------------------------------------------------------------ Diameter on the wire
 
+
 def _tcp_port_filter(port: int) -> tuple[bytes, ctypes.Array]:
     """A classic BPF program: IPv4, TCP, not a fragment, source or destination port `port`."""
-    code = [(0x28, 0, 0, 12), (0x15, 0, 10, 0x0800),      # ethertype IPv4, else drop
-            (0x30, 0, 0, 23), (0x15, 0, 8, 6),             # protocol TCP
-            (0x28, 0, 0, 20), (0x45, 6, 0, 0x1FFF),        # no fragment offset
-            (0xB1, 0, 0, 14),                              # x = IP header length
-            (0x48, 0, 0, 14), (0x15, 2, 0, port),          # source port
-            (0x48, 0, 0, 16), (0x15, 0, 1, port),          # destination port
-            (0x06, 0, 0, 0x40000), (0x06, 0, 0, 0)]        # accept / drop
+    code = [
+        (0x28, 0, 0, 12),
+        (0x15, 0, 10, 0x0800),  # ethertype IPv4, else drop
+        (0x30, 0, 0, 23),
+        (0x15, 0, 8, 6),  # protocol TCP
+        (0x28, 0, 0, 20),
+        (0x45, 6, 0, 0x1FFF),  # no fragment offset
+        (0xB1, 0, 0, 14),  # x = IP header length
+        (0x48, 0, 0, 14),
+        (0x15, 2, 0, port),  # source port
+        (0x48, 0, 0, 16),
+        (0x15, 0, 1, port),  # destination port
+        (0x06, 0, 0, 0x40000),
+        (0x06, 0, 0, 0),
+    ]  # accept / drop
     program = ctypes.create_string_buffer(b"".join(struct.pack("HBBI", *ins) for ins in code))
     return struct.pack("HL", len(code), ctypes.addressof(program)), program
 
@@ -365,7 +435,7 @@ class DiameterWire:
         self.sock.settimeout(0.2)
         self.hss = b""
         self._lock = threading.Lock()
-        self._flows: dict[tuple, list] = {}      # (src, sport, dst, dport): [next seq, bytes]
+        self._flows: dict[tuple, list] = {}  # (src, sport, dst, dport): [next seq, bytes]
         self._pending: dict[tuple, tuple[float, int]] = {}
         self._answered: list[tuple[int, float]] = []
         self._stop = threading.Event()
@@ -415,9 +485,9 @@ class DiameterWire:
         src, dst = ip[12:16], ip[16:20]
         if self.hss not in (src, dst):
             return
-        tcp = ip[header:struct.unpack("!H", ip[2:4])[0]]
+        tcp = ip[header : struct.unpack("!H", ip[2:4])[0]]
         sport, dport, seq = struct.unpack("!HHI", tcp[:8])
-        payload = tcp[(tcp[12] >> 4) * 4:]
+        payload = tcp[(tcp[12] >> 4) * 4 :]
         if payload:
             to_hss = dst == self.hss and dport == DIAMETER_PORT
             client = (src, sport) if to_hss else (dst, dport)
@@ -466,13 +536,13 @@ def wire_figures(answered: list[tuple[int, float]]) -> tuple[dict[str, tuple[int
     figures = {}
     for name, values in per.items():
         values.sort()
-        figures[name] = (len(values), sum(values) / len(values),
-                         values[min(len(values) - 1, int(len(values) * 0.99))])
+        figures[name] = (len(values), sum(values) / len(values), values[min(len(values) - 1, int(len(values) * 0.99))])
     late = sum(1 for code, seconds in answered if code in COMMANDS and seconds > CDP_TIMEOUT)
     return figures, late
 
 
 # ------------------------------------------------------------------ the units' own figures
+
 
 def scrape(address: str) -> dict[str, float]:
     """A Kamailio unit's Prometheus text (xhttp_prom on its management port); {} when it fails."""
@@ -525,8 +595,10 @@ class ShmPeaks:
                 if "kamailio_shmem_real_used_size" in m:
                     with self._lock:
                         peak = self.peaks.get(name, (0.0, 0.0))[0]
-                        self.peaks[name] = (max(peak, m["kamailio_shmem_real_used_size"]),
-                                            m.get("kamailio_shmem_total_size", 0.0))
+                        self.peaks[name] = (
+                            max(peak, m["kamailio_shmem_real_used_size"]),
+                            m.get("kamailio_shmem_total_size", 0.0),
+                        )
 
 
 def counters(target: Target) -> Counter:
@@ -540,8 +612,10 @@ def counters(target: Target) -> Counter:
 
 
 def in_use(target: Target) -> dict[str, float]:
-    return {u["name"]: scrape(u["address"]).get("kamailio_tmx_inuse_transactions", 0.0)
-            for u in target.units(*KAMAILIO_ROLES)}
+    return {
+        u["name"]: scrape(u["address"]).get("kamailio_tmx_inuse_transactions", 0.0)
+        for u in target.units(*KAMAILIO_ROLES)
+    }
 
 
 def settle(target: Target, longest: float) -> None:
@@ -575,8 +649,13 @@ def hss_delta(before: dict | None, after: dict | None, registrations: int) -> di
     n0, n1 = before["requests_total"], after["requests_total"]
     a0, a1 = before["latency_ms"]["avg"], after["latency_ms"]["avg"]
     avg = (a1 * n1 - a0 * n0) / (n1 - n0) if n1 > n0 else 0.0
-    return {"per_registration": {c: counts.get(c, 0) / max(registrations, 1) for c in SHOWN},
-            "odd": odd, "avg": avg, "p99": after["latency_ms"]["p99"], "window": after["latency_ms"]["window"]}
+    return {
+        "per_registration": {c: counts.get(c, 0) / max(registrations, 1) for c in SHOWN},
+        "odd": odd,
+        "avg": avg,
+        "p99": after["latency_ms"]["p99"],
+        "window": after["latency_ms"]["window"],
+    }
 
 
 class UnitLogs:
@@ -625,8 +704,7 @@ class Cpu:
     def take(self) -> tuple[dict[str, float], float, float]:
         (units, sipp), (units0, sipp0) = self._sample(), self.last
         self.last = (units, sipp)
-        return ({u: units[u] - units0.get(u, 0.0) for u in sorted(units)}, sipp - sipp0,
-                psutil.cpu_percent(None))
+        return ({u: units[u] - units0.get(u, 0.0) for u in sorted(units)}, sipp - sipp0, psutil.cpu_percent(None))
 
     def _sample(self) -> tuple[dict[str, float], float]:
         units: Counter = Counter()
@@ -640,11 +718,22 @@ class Cpu:
 
 # ------------------------------------------------------------------ one target, step by step
 
-def measure(server: Server, target: Target, users: list[str], args: argparse.Namespace,
-            folder: Path, wire: DiameterWire | None, shm: ShmPeaks) -> None:
+
+def measure(
+    server: Server,
+    target: Target,
+    users: list[str],
+    args: argparse.Namespace,
+    folder: Path,
+    wire: DiameterWire | None,
+    shm: ShmPeaks,
+) -> None:
     steps, seconds = args.steps, args.seconds
-    print(f"\n{target.label}: instance {target.name}, P-CSCF {target.address('pcscf')}, "
-          f"{len(users)} subscribers, {seconds:.0f} s per step", flush=True)
+    print(
+        f"\n{target.label}: instance {target.name}, P-CSCF {target.address('pcscf')}, "
+        f"{len(users)} subscribers, {seconds:.0f} s per step",
+        flush=True,
+    )
     warm_up(target, users, folder / "warm-up")
     if len(target.units("scscf")) > 1 and (status := hss_status(target)):
         split = "/".join(str(n) for n in status["registered_per_scscf"].values())
@@ -666,8 +755,14 @@ def measure(server: Server, target: Target, users: list[str], args: argparse.Nam
             settle(target, args.settle)
 
 
-def run_step(target: Target, users: list[str], rate: float, seconds: float, folder: Path,
-             observers: tuple[DiameterWire | None, ShmPeaks, UnitLogs, Cpu]) -> Step:
+def run_step(
+    target: Target,
+    users: list[str],
+    rate: float,
+    seconds: float,
+    folder: Path,
+    observers: tuple[DiameterWire | None, ShmPeaks, UnitLogs, Cpu],
+) -> Step:
     wire, shm, logs, cpu = observers
     step = Step(rate, seconds)
     before, timeouts = hss_status(target), counters(target)
@@ -692,31 +787,40 @@ def run_step(target: Target, users: list[str], rate: float, seconds: float, fold
 
 # ------------------------------------------------------------------ the report
 
+
 def print_header(diameter: bool) -> None:
     columns = "".join(f"  {c + ' avg/p99 ms':>15}" for c in SHOWN) if diameter else ""
     if diameter:
         print("  (UAR, MAR, SAR: the HSS's latency on the wire, from request in to answer out)")
-    print(f"  {'offered reg/s':>13} {'(REGISTER/s)':>12}  {'achieved reg/s':>14} {'(REGISTER/s)':>12}"
-          f"  {'failed':>6}{columns}")
+    print(
+        f"  {'offered reg/s':>13} {'(REGISTER/s)':>12}  {'achieved reg/s':>14} {'(REGISTER/s)':>12}"
+        f"  {'failed':>6}{columns}"
+    )
 
 
 def print_step(step: Step) -> None:
-    line = (f"  {step.offered:13.0f} {2 * step.offered:12.0f}  {step.achieved:14.1f} "
-            f"{2 * step.achieved:12.1f}  {step.failed:6d}")
+    line = (
+        f"  {step.offered:13.0f} {2 * step.offered:12.0f}  {step.achieved:14.1f} "
+        f"{2 * step.achieved:12.1f}  {step.failed:6d}"
+    )
     if step.hss is not None:
         line += "".join(f"  {_latency(step.wire.get(c)):>15}" for c in SHOWN)
     print(line)
     details = []
     if step.hss is not None:
         per = " ".join(f"{c} {v:.2f}" for c, v in step.hss["per_registration"].items())
-        details.append(f"Diameter per registration: {per}; HSS handler avg {step.hss['avg']:.2f} ms, "
-                       f"p99 {step.hss['p99']:.2f} ms (its last {step.hss['window']})")
+        details.append(
+            f"Diameter per registration: {per}; HSS handler avg {step.hss['avg']:.2f} ms, "
+            f"p99 {step.hss['p99']:.2f} ms (its last {step.hss['window']})"
+        )
     peaks = " ".join(f"{name} {used:.0f}/{total:.0f}" for name, (used, total) in step.peaks.items())
     details.append(f"peak shm MiB: {peaks}; took {step.wall:.1f} s")
     units = ", ".join(f"{name} {step.cpu_ms(v):.2f}" for name, v in step.cpu.items() if step.cpu_ms(v) >= 0.005)
-    details.append(f"CPU ms per registration: {units}, units {step.cpu_ms(sum(step.cpu.values())):.2f}, "
-                   f"sipp {step.cpu_ms(step.sipp_cpu):.2f}; machine busy {step.busy:.0f}% of "
-                   f"{psutil.cpu_count()} cores")
+    details.append(
+        f"CPU ms per registration: {units}, units {step.cpu_ms(sum(step.cpu.values())):.2f}, "
+        f"sipp {step.cpu_ms(step.sipp_cpu):.2f}; machine busy {step.busy:.0f}% of "
+        f"{psutil.cpu_count()} cores"
+    )
     details += problems(step)
     for text in details:
         print(f"      {text}")
@@ -731,9 +835,15 @@ def problems(step: Step) -> list[str]:
     out = []
     if step.failed or step.reasons:
         out.append("failures: " + _top(step.reasons, 4))
-    wire = [f"{n} {what}" for n, what in ((step.late, f"answers after {CDP_TIMEOUT:.0f} s"),
-                                          (step.unanswered, "unanswered"),
-                                          (step.drops, "capture drops")) if n]
+    wire = [
+        f"{n} {what}"
+        for n, what in (
+            (step.late, f"answers after {CDP_TIMEOUT:.0f} s"),
+            (step.unanswered, "unanswered"),
+            (step.drops, "capture drops"),
+        )
+        if n
+    ]
     if wire:
         out.append("Diameter on the wire: " + ", ".join(wire))
     if step.hss and step.hss["odd"]:
@@ -768,25 +878,29 @@ def summary_line(target: Target) -> str:
     if best is None:
         text = f"{target.label}: no step without failures"
     else:
-        text = (f"{target.label}: {best.achieved:.1f} reg/s ({2 * best.achieved:.0f} REGISTER/s) with 0 "
-                f"failures, offered {best.offered:.0f} reg/s")
-        latencies = [f"{c} avg {best.wire[c][1]:.2f} ms p99 {best.wire[c][2]:.2f} ms"
-                     for c in SHOWN if c in best.wire]
+        text = (
+            f"{target.label}: {best.achieved:.1f} reg/s ({2 * best.achieved:.0f} REGISTER/s) with 0 "
+            f"failures, offered {best.offered:.0f} reg/s"
+        )
+        latencies = [f"{c} avg {best.wire[c][1]:.2f} ms p99 {best.wire[c][2]:.2f} ms" for c in SHOWN if c in best.wire]
         if latencies:
             text += f" (HSS {', '.join(latencies)})"
         text += f"; units' CPU {best.cpu_ms(sum(best.cpu.values())):.2f} ms per registration there"
     if first_failing:
-        text += (f"; failures from {first_failing.offered:.0f} reg/s: {first_failing.failed} of "
-                 f"{first_failing.ok + first_failing.failed}, mostly {_top(first_failing.reasons, 2)}")
+        text += (
+            f"; failures from {first_failing.offered:.0f} reg/s: {first_failing.failed} of "
+            f"{first_failing.ok + first_failing.failed}, mostly {_top(first_failing.reasons, 2)}"
+        )
     elif best is not None:
         text += "; no step failed (the limit is higher)"
     return text
 
 
-def print_summary(all_targets: list[Target], steps: list[float], seconds: float, users: int,
-                  took: float) -> None:
-    print(f"\nsummary ({users} subscribers, one sipp each; steps of {seconds:.0f} s at "
-          f"{', '.join(f'{s:.0f}' for s in steps)} reg/s; one registration = 2 REGISTER requests):")
+def print_summary(all_targets: list[Target], steps: list[float], seconds: float, users: int, took: float) -> None:
+    print(
+        f"\nsummary ({users} subscribers, one sipp each; steps of {seconds:.0f} s at "
+        f"{', '.join(f'{s:.0f}' for s in steps)} reg/s; one registration = 2 REGISTER requests):"
+    )
     for target in all_targets:
         print(f"  {summary_line(target)}")
     figures = [clean_figure(t)[0].achieved if clean_figure(t)[0] else None for t in all_targets]
@@ -794,8 +908,10 @@ def print_summary(all_targets: list[Target], steps: list[float], seconds: float,
     common = _common_clean_step(all_targets)
     if common is not None:
         cpu = [next(s.cpu_ms(sum(s.cpu.values())) for s in t.steps if s.offered == common) for t in all_targets]
-        print(f"  ratios of the units' CPU per registration at {common:.0f} reg/s (clean everywhere): "
-              f"{_ratios(all_targets, cpu)}")
+        print(
+            f"  ratios of the units' CPU per registration at {common:.0f} reg/s (clean everywhere): "
+            f"{_ratios(all_targets, cpu)}"
+        )
     print(f"bench took {took:.0f} s")
 
 
@@ -815,6 +931,7 @@ def _common_clean_step(all_targets: list[Target]) -> float | None:
 
 
 # ------------------------------------------------------------------ processes and cleanup
+
 
 def kill_processes_naming(marker: str) -> int:
     procs = []
@@ -852,15 +969,18 @@ def cleanup(server: Server, root: Path, closers: list) -> None:
 
 def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true",
-                        help=f"steps {', '.join(map(str, QUICK_STEPS))} reg/s of {QUICK_SECONDS:.0f} s")
-    parser.add_argument("--steps", help="offered registrations/s, comma-separated "
-                        f"(default {','.join(map(str, DEFAULT_STEPS))})")
+    parser.add_argument(
+        "--quick", action="store_true", help=f"steps {', '.join(map(str, QUICK_STEPS))} reg/s of {QUICK_SECONDS:.0f} s"
+    )
+    parser.add_argument(
+        "--steps", help=f"offered registrations/s, comma-separated (default {','.join(map(str, DEFAULT_STEPS))})"
+    )
     parser.add_argument("--seconds", type=float, help="seconds per step (default 10)")
     parser.add_argument("--subscribers", type=int, default=20, help="subscribers = sipp processes (default 20)")
     args = parser.parse_args()
-    args.steps = ([float(s) for s in args.steps.split(",")] if args.steps
-                  else list(QUICK_STEPS if args.quick else DEFAULT_STEPS))
+    args.steps = (
+        [float(s) for s in args.steps.split(",")] if args.steps else list(QUICK_STEPS if args.quick else DEFAULT_STEPS)
+    )
     args.seconds = args.seconds or (QUICK_SECONDS if args.quick else 10.0)
     args.settle = QUICK_SETTLE_MAX if args.quick else SETTLE_MAX
     return args

@@ -42,7 +42,7 @@ def many_attributes(size: int) -> tuple[list[tuple[str, str]], str | None, str]:
 
 
 def folded_field(size: int) -> tuple[list[tuple[str, str]], str | None, str]:
-    line = '  , mcn.b{}=1\n'
+    line = "  , mcn.b{}=1\n"
     count = size // len(line.format(0))
     return [], "text/plain", "X-OCCI-Attribute: mcn.a=1\n" + "".join(line.format(i) for i in range(count))
 

@@ -48,8 +48,14 @@ def token(env: dict, user: str) -> str:
     from keystoneauth1.identity import v3
 
     u = env["users"][user]
-    auth = v3.Password(auth_url=env["keystone_url"], username=user, password=u["password"],
-                       project_name=u["project"], user_domain_name="Default", project_domain_name="Default")
+    auth = v3.Password(
+        auth_url=env["keystone_url"],
+        username=user,
+        password=u["password"],
+        project_name=u["project"],
+        user_domain_name="Default",
+        project_domain_name="Default",
+    )
     return session.Session(auth=auth).get_token()
 
 
@@ -88,12 +94,33 @@ def floor_deploy(client: httpx.Client, name: str, folder: Path, os_env: dict) ->
     (folder / "template.yaml").write_text(yaml.safe_dump(plan["template"], sort_keys=False))
     (folder / "environment.yaml").write_text(yaml.safe_dump(plan["environment"], sort_keys=False))
     started = time.monotonic()
-    subprocess.run([str(OPENSTACK), "stack", "create", "--wait", "--poll", "1", "-t", str(folder / "template.yaml"),
-                    "-e", str(folder / "environment.yaml"), f"floor-{name}"],
-                   env=os_env, check=True, capture_output=True, timeout=600)
+    subprocess.run(
+        [
+            str(OPENSTACK),
+            "stack",
+            "create",
+            "--wait",
+            "--poll",
+            "1",
+            "-t",
+            str(folder / "template.yaml"),
+            "-e",
+            str(folder / "environment.yaml"),
+            f"floor-{name}",
+        ],
+        env=os_env,
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
     took = time.monotonic() - started
-    subprocess.run([str(OPENSTACK), "stack", "delete", "--yes", "--wait", f"floor-{name}"],
-                   env=os_env, check=True, capture_output=True, timeout=600)
+    subprocess.run(
+        [str(OPENSTACK), "stack", "delete", "--yes", "--wait", f"floor-{name}"],
+        env=os_env,
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
     return took
 
 
@@ -102,23 +129,35 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
     if not (STATE / "env.json").exists() or not OPENSTACK.exists():
-        print("Keystone and Heat are not running here: bash scripts/openstack/install.sh && "
-              "bash scripts/openstack/start.sh", file=sys.stderr)
+        print(
+            "Keystone and Heat are not running here: bash scripts/openstack/install.sh && "
+            "bash scripts/openstack/start.sh",
+            file=sys.stderr,
+        )
         return 2
     env = json.loads((STATE / "env.json").read_text())
     folder = Path(tempfile.mkdtemp(prefix="imsso-bench-os-"))
-    server_env = {**os.environ, "IMSSO_DATA_DIR": str(folder / "data"), "IMSSO_LISTEN": LISTEN,
-                  "IMSSO_ADDRESS_POOL": "127.122.0.0/16", "DESIGN_URI": env["keystone_url"],
-                  "IMSSO_OS_REGION": env["region"],
-                  "IMSSO_HEAT_ENVIRONMENT": str(ENVIRONMENTS / "no-compute.yaml")}
+    server_env = {
+        **os.environ,
+        "IMSSO_DATA_DIR": str(folder / "data"),
+        "IMSSO_LISTEN": LISTEN,
+        "IMSSO_ADDRESS_POOL": "127.122.0.0/16",
+        "DESIGN_URI": env["keystone_url"],
+        "IMSSO_OS_REGION": env["region"],
+        "IMSSO_HEAT_ENVIRONMENT": str(ENVIRONMENTS / "no-compute.yaml"),
+    }
     os_env = {**os.environ, "OS_CLIENT_CONFIG_FILE": str(STATE / "clouds.yaml"), "OS_CLOUD": "imsso-alice"}
-    server = subprocess.Popen([sys.executable, "-m", "imsso", "serve"], env=server_env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "imsso", "serve"], env=server_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     ours, floor = [], []
     try:
         alice = env["users"]["alice"]
-        client = httpx.Client(base_url=f"http://{LISTEN}", timeout=60, headers={
-            "X-Auth-Token": token(env, "alice"), "X-Tenant-Name": alice["project"]})
+        client = httpx.Client(
+            base_url=f"http://{LISTEN}",
+            timeout=60,
+            headers={"X-Auth-Token": token(env, "alice"), "X-Tenant-Name": alice["project"]},
+        )
         deadline = time.monotonic() + 30
         while True:
             try:
@@ -136,16 +175,17 @@ def main() -> int:
             ours.append(imsso_deploy(client, f"bench-{run}"))
             dispose(client, f"bench-{run}")
             floor.append(floor_deploy(client, f"plain-{run}", folder, os_env))
-            print(f"run {run + 1}: imsso {ours[-1]:.2f} s, openstack stack create --wait {floor[-1]:.2f} s",
-                  flush=True)
+            print(f"run {run + 1}: imsso {ours[-1]:.2f} s, openstack stack create --wait {floor[-1]:.2f} s", flush=True)
     finally:
         server.terminate()
         server.wait(timeout=30)
         shutil.rmtree(folder, ignore_errors=True)
     med_ours, med_floor = statistics.median(ours), statistics.median(floor)
-    print(f"deploy on Heat: imsso {med_ours:.2f} s (min {min(ours):.2f}), "
-          f"openstack stack create --wait {med_floor:.2f} s (min {min(floor):.2f}), "
-          f"ratio {med_ours / med_floor:.2f}x")
+    print(
+        f"deploy on Heat: imsso {med_ours:.2f} s (min {min(ours):.2f}), "
+        f"openstack stack create --wait {med_floor:.2f} s (min {min(floor):.2f}), "
+        f"ratio {med_ours / med_floor:.2f}x"
+    )
     print(f"(the openstack client alone starts in {client_start:.2f} s, inside the floor's figure)")
     return 0
 

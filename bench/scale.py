@@ -45,10 +45,15 @@ SCENARIO = ROOT / "tests" / "e2e" / "scenarios" / "register.xml"
 LISTEN = "127.0.0.1:8063"
 WINDOW = 3.0
 USERS = [f"bench{n}" for n in range(1, 5)]
-POLICY = {"imsso.policy.scscf-out.above": "4", "imsso.policy.scscf-out.window": str(WINDOW),
-          "imsso.policy.scscf-out.cooldown": "5", "imsso.policy.scscf-in.below": "1",
-          "imsso.policy.scscf-in.window": "3", "imsso.policy.scscf-in.cooldown": "5",
-          "imsso.scale.scscf.max": "2"}
+POLICY = {
+    "imsso.policy.scscf-out.above": "4",
+    "imsso.policy.scscf-out.window": str(WINDOW),
+    "imsso.policy.scscf-out.cooldown": "5",
+    "imsso.policy.scscf-in.below": "1",
+    "imsso.policy.scscf-in.window": "3",
+    "imsso.policy.scscf-in.cooldown": "5",
+    "imsso.scale.scscf.max": "2",
+}
 
 
 def poll(predicate, timeout: float, what: str, interval: float = 0.02):
@@ -64,17 +69,28 @@ def poll(predicate, timeout: float, what: str, interval: float = 0.02):
 class Bench:
     def __init__(self, folder: Path):
         self.folder = folder
-        env = {**os.environ, "IMSSO_DATA_DIR": str(folder / "data"), "IMSSO_LISTEN": LISTEN,
-               "IMSSO_ADDRESS_POOL": "127.123.0.0/16", "IMSSO_RUNTIME_INTERVAL": "1"}
+        env = {
+            **os.environ,
+            "IMSSO_DATA_DIR": str(folder / "data"),
+            "IMSSO_LISTEN": LISTEN,
+            "IMSSO_ADDRESS_POOL": "127.123.0.0/16",
+            "IMSSO_RUNTIME_INTERVAL": "1",
+        }
         if os.geteuid() != 0:
             env["IMSSO_DNS_PORT"] = "5353"
         self.env = env
-        self.server = subprocess.Popen([sys.executable, "-m", "imsso", "serve"], env=env,
-                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.server = subprocess.Popen(
+            [sys.executable, "-m", "imsso", "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         self.http = httpx.Client(base_url=f"http://{LISTEN}", timeout=30)
         poll(self._healthy, 30, "imsso serve")
-        token = subprocess.run([sys.executable, "-m", "imsso", "token", "issue", "--tenant", "bench"],
-                               env=env, capture_output=True, text=True, check=True).stdout.strip()
+        token = subprocess.run(
+            [sys.executable, "-m", "imsso", "token", "issue", "--tenant", "bench"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
         self.http.headers.update({"X-Auth-Token": token, "X-Tenant-Name": "bench"})
         self.sipps: list[subprocess.Popen] = []
 
@@ -85,8 +101,11 @@ class Bench:
             return False
 
     def op(self, op_id: str) -> dict:
-        return poll(lambda: (o := self.http.get(f"/v1/operations/{op_id}").json())["state"]
-                    in ("succeeded", "failed") and o, 120, f"operation {op_id}")
+        return poll(
+            lambda: (o := self.http.get(f"/v1/operations/{op_id}").json())["state"] in ("succeeded", "failed") and o,
+            120,
+            f"operation {op_id}",
+        )
 
     def instance(self) -> dict:
         return self.http.get("/v1/instances/bench").json()
@@ -105,12 +124,46 @@ class Bench:
     def load(self) -> None:
         pcscf = self.units("pcscf")[0]["address"]
         for n, user in enumerate(USERS):
-            self.sipps.append(subprocess.Popen(
-                ["sipp", f"{pcscf}:5060", "-sf", str(SCENARIO), "-t", "u1", "-i", "127.159.0.1",
-                 "-p", str(5500 + 10 * n), "-mp", str(6500 + 10 * n), "-s", user, "-au", user,
-                 "-ap", f"pw-{user}-1", "-key", "domain", "ims.test", "-key", "expires", "60",
-                 "-r", "3", "-m", "100000", "-nostdin", "-recv_timeout", "5000"],
-                cwd=self.folder, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            self.sipps.append(
+                subprocess.Popen(
+                    [
+                        "sipp",
+                        f"{pcscf}:5060",
+                        "-sf",
+                        str(SCENARIO),
+                        "-t",
+                        "u1",
+                        "-i",
+                        "127.159.0.1",
+                        "-p",
+                        str(5500 + 10 * n),
+                        "-mp",
+                        str(6500 + 10 * n),
+                        "-s",
+                        user,
+                        "-au",
+                        user,
+                        "-ap",
+                        f"pw-{user}-1",
+                        "-key",
+                        "domain",
+                        "ims.test",
+                        "-key",
+                        "expires",
+                        "60",
+                        "-r",
+                        "3",
+                        "-m",
+                        "100000",
+                        "-nostdin",
+                        "-recv_timeout",
+                        "5000",
+                    ],
+                    cwd=self.folder,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
 
     def stop_load(self) -> None:
         for proc in self.sipps:
@@ -120,8 +173,7 @@ class Bench:
 
     def decision_after(self, since: int, action: str) -> dict | None:
         events = self.http.get("/v1/instances/bench/events", params={"since": since, "kind": "decision"}).json()
-        return next((e for e in events if e["data"].get("action") == action
-                     or e["message"].startswith(action)), None)
+        return next((e for e in events if e["data"].get("action") == action or e["message"].startswith(action)), None)
 
     def last_event(self) -> int:
         events = self.http.get("/v1/instances/bench/events").json()
@@ -159,8 +211,11 @@ def scale_out(bench: Bench) -> tuple[float, float]:
     poll(lambda: registers(second["address"]) > 0, 60, "scscf-2 taking registrations")
     taking = time.monotonic() - t0
     bench.stop_load()
-    poll(lambda: len(bench.units("scscf")) == 1 and not bench.instance()["current_operation"], 90,
-         "the loop scaling back in")
+    poll(
+        lambda: len(bench.units("scscf")) == 1 and not bench.instance()["current_operation"],
+        90,
+        "the loop scaling back in",
+    )
     return event_time(decided) - wall0, taking
 
 
@@ -171,8 +226,12 @@ def heal(bench: Bench) -> float:
 
     def answering() -> bool:
         unit = bench.units("scscf")[0]
-        return (unit["pid"] != victim["pid"] and unit["state"] == "running"
-                and probes.sip_options(unit["address"], 5060, timeout=0.2) is not None)
+        return (
+            unit["pid"] != victim["pid"]
+            and unit["state"] == "running"
+            and probes.sip_options(unit["address"], 5060, timeout=0.2) is not None
+        )
+
     poll(answering, 60, "scscf-1 replaced and answering")
     took = time.monotonic() - t0
     poll(lambda: not bench.instance()["current_operation"], 60, "the heal to end")
@@ -194,17 +253,24 @@ def main() -> int:
             decide.append(d)
             take.append(t)
             healed.append(h)
-            print(f"run {run + 1}: decision {d:.2f} s, new S-CSCF taking registrations {t:.2f} s, "
-                  f"killed S-CSCF answering again {h:.2f} s", flush=True)
+            print(
+                f"run {run + 1}: decision {d:.2f} s, new S-CSCF taking registrations {t:.2f} s, "
+                f"killed S-CSCF answering again {h:.2f} s",
+                flush=True,
+            )
     finally:
         bench.close()
         shutil.rmtree(folder, ignore_errors=True)
-    print(f"scale-out: load over the threshold -> decision {statistics.median(decide):.2f} s, -> new "
-          f"S-CSCF taking registrations {statistics.median(take):.2f} s (min {min(take):.2f}); the "
-          f"policy's window is {WINDOW:.1f} s (ratio {statistics.median(take) / WINDOW:.2f}x), the loop "
-          "observes every 1.0 s")
-    print(f"healing: SIGKILL -> replacement answering {statistics.median(healed):.2f} s "
-          f"(min {min(healed):.2f}); the observer looks every 2.0 s, the loop every 1.0 s")
+    print(
+        f"scale-out: load over the threshold -> decision {statistics.median(decide):.2f} s, -> new "
+        f"S-CSCF taking registrations {statistics.median(take):.2f} s (min {min(take):.2f}); the "
+        f"policy's window is {WINDOW:.1f} s (ratio {statistics.median(take) / WINDOW:.2f}x), the loop "
+        "observes every 1.0 s"
+    )
+    print(
+        f"healing: SIGKILL -> replacement answering {statistics.median(healed):.2f} s "
+        f"(min {min(healed):.2f}); the observer looks every 2.0 s, the loop every 1.0 s"
+    )
     return 0
 
 

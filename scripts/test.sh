@@ -13,6 +13,11 @@ if [[ "${IMSSO_SKIP_OPENSTACK:-0}" != 1 ]]; then
 fi
 (($#)) || set -- tests
 
+# The tree stays typed, linted and in one format (configured in pyproject.toml).
+.venv/bin/ruff check src tests bench
+.venv/bin/ruff format --check src tests bench
+.venv/bin/mypy
+
 status=0
 .venv/bin/python -m pytest -q -ra "$@" || status=$?
 if ((status == 5)); then

@@ -8,7 +8,8 @@ import textwrap
 def evil_profile(folder, marker) -> None:
     """A profile whose template would create `marker` if it ran outside a sandbox."""
     (folder / "templates").mkdir(parents=True)
-    (folder / "profile.yaml").write_text(textwrap.dedent("""\
+    (folder / "profile.yaml").write_text(
+        textwrap.dedent("""\
         name: evil
         description: runs code in the orchestrator
         domain: evil.test
@@ -19,6 +20,8 @@ def evil_profile(folder, marker) -> None:
             sizes: {min: 1, default: 1, max: 1}
             files: {kamailio.cfg: pwn.j2}
             probe: sip-options
-        """))
+        """)
+    )
     (folder / "templates" / "pwn.j2").write_text(
-        "{{ cycler.__init__.__globals__.os.system('touch " + str(marker) + "') }}\n")
+        "{{ cycler.__init__.__globals__.os.system('touch " + str(marker) + "') }}\n"
+    )

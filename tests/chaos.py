@@ -12,8 +12,9 @@ import random
 import sqlite3
 import time
 from contextlib import closing
-from datetime import datetime
 from dataclasses import dataclass, field
+from datetime import datetime
+
 import psutil
 
 from harness import Server
@@ -28,41 +29,55 @@ TYPICAL = {"deploy": 1.5, "scale": 1.0, "dispose": 0.5, "deploy+dispose": 1.0}
 class Counts:
     seed: int
     kills: int = 0
-    refused: int = 0          # requests answered 4xx (e.g. 409 while a dispose waits): not a defect
-    operations: int = 0       # operations seen to end after the restarts
-    resumed: int = 0          # of which a kill interrupted (resumed after a restart)
+    refused: int = 0  # requests answered 4xx (e.g. 409 while a dispose waits): not a defect
+    operations: int = 0  # operations seen to end after the restarts
+    resumed: int = 0  # of which a kill interrupted (resumed after a restart)
     failures: dict[str, int] = field(default_factory=dict)  # expected failures, by reason
-    instances: int = 0        # instances created
-    leftovers: list[str] = field(default_factory=list)   # processes, folders, records left behind
-    problems: list[str] = field(default_factory=list)    # stuck operations, forgotten instances
+    instances: int = 0  # instances created
+    leftovers: list[str] = field(default_factory=list)  # processes, folders, records left behind
+    problems: list[str] = field(default_factory=list)  # stuck operations, forgotten instances
     settle_seconds: list[float] = field(default_factory=list)
     log: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         per_kill = sum(self.settle_seconds) / len(self.settle_seconds) if self.settle_seconds else 0.0
         failed = ", ".join(f"{n} {reason}" for reason, n in sorted(self.failures.items())) or "none"
-        return (f"chaos seed={self.seed}: {self.kills} kills, {self.operations} operations checked "
-                f"({self.resumed} resumed after a kill; failed as expected: {failed}), "
-                f"{self.instances} instances, {self.refused} requests refused, "
-                f"{len(self.leftovers)} leftovers, {len(self.problems)} problems, "
-                f"{per_kill:.1f} s from kill to settled on average")
+        return (
+            f"chaos seed={self.seed}: {self.kills} kills, {self.operations} operations checked "
+            f"({self.resumed} resumed after a kill; failed as expected: {failed}), "
+            f"{self.instances} instances, {self.refused} requests refused, "
+            f"{len(self.leftovers)} leftovers, {len(self.problems)} problems, "
+            f"{per_kill:.1f} s from kill to settled on average"
+        )
 
     def report(self) -> str:
-        lines = [self.summary(), *("leftover: " + x for x in self.leftovers),
-                 *("problem: " + x for x in self.problems), "rounds:", *self.log[-40:]]
+        lines = [
+            self.summary(),
+            *("leftover: " + x for x in self.leftovers),
+            *("problem: " + x for x in self.problems),
+            "rounds:",
+            *self.log[-40:],
+        ]
         return "\n".join(lines)
 
 
 class Campaign:
-    def __init__(self, server: Server, seed: int, tenant: str = "chaos", max_instances: int = 2,
-                 settle_timeout: float = 90.0, profile: str = "sip-core"):
+    def __init__(
+        self,
+        server: Server,
+        seed: int,
+        tenant: str = "chaos",
+        max_instances: int = 2,
+        settle_timeout: float = 90.0,
+        profile: str = "sip-core",
+    ):
         self.server, self.tenant, self.profile = server, tenant, profile
         self.rng = random.Random(seed)
         self.counts = Counts(seed)
         self.max_instances = max_instances
         self.settle_timeout = settle_timeout
         self.typical = dict(TYPICAL)
-        self.names: set[str] = set()     # every name a create was sent for
+        self.names: set[str] = set()  # every name a create was sent for
         self.accepted: set[str] = set()  # names whose create was answered 202
         self.serial = 0
         self.api = None
@@ -79,8 +94,7 @@ class Campaign:
     def round(self, kills_left: int = 1) -> None:
         action, name = self._choose()
         typical = self.typical[action]  # mostly within the operations, now and then just after
-        delay = self.rng.uniform(0.0, typical) if self.rng.random() < 0.85 else \
-            self.rng.uniform(typical, 1.5 * typical)
+        delay = self.rng.uniform(0.0, typical) if self.rng.random() < 0.85 else self.rng.uniform(typical, 1.5 * typical)
         status = self._send(action, name)
         self.counts.log.append(f"{action} {name}: {status}, SIGKILL after {delay:.2f} s")
         time.sleep(delay)  # the fault's random moment, not a wait for anything
@@ -153,9 +167,11 @@ class Campaign:
                 break
             time.sleep(0.05)
         for op_id, kind, state, steps in self._rows(
-                "SELECT id, kind, state, steps FROM operations WHERE state NOT IN ('succeeded', 'failed')"):
-            self.counts.problems.append(f"{kind} {op_id} still {state} {self.settle_timeout:.0f} s after "
-                                        f"a restart; steps: {steps[-300:]}")
+            "SELECT id, kind, state, steps FROM operations WHERE state NOT IN ('succeeded', 'failed')"
+        ):
+            self.counts.problems.append(
+                f"{kind} {op_id} still {state} {self.settle_timeout:.0f} s after a restart; steps: {steps[-300:]}"
+            )
         self._learn()
 
     def check(self) -> None:
@@ -171,8 +187,10 @@ class Campaign:
 
     def _process_mismatches(self, live: set[str]) -> list[str]:
         """Processes the store does not know, and units it shows running that are dead."""
-        units = {(iid, name): (state, pid) for iid, name, state, pid in
-                 self._rows("SELECT instance_id, name, state, pid FROM units")}
+        units = {
+            (iid, name): (state, pid)
+            for iid, name, state, pid in self._rows("SELECT instance_id, name, state, pid FROM units")
+        }
         found: list[str] = []
         groups: dict[tuple[str, str], list[psutil.Process]] = {}
         for proc in self._unit_processes():
@@ -185,8 +203,10 @@ class Campaign:
             pids = {p.pid for p in procs}
             leaders = {p.pid for p in procs if _ppid(p) not in pids}
             if leaders != {units[key][1]}:
-                found.append(f"unit {key[1]} of {key[0][:8]}: main process(es) {sorted(leaders)}, the store "
-                             f"says pid {units[key][1]} ({units[key][0]})")
+                found.append(
+                    f"unit {key[1]} of {key[0][:8]}: main process(es) {sorted(leaders)}, the store "
+                    f"says pid {units[key][1]} ({units[key][0]})"
+                )
         for key, (state, pid) in units.items():
             if state == "running" and key[0] in live and (not pid or not _alive(pid) or key not in groups):
                 found.append(f"unit {key[1]} of {key[0][:8]} shown running, pid {pid} is dead")

@@ -8,8 +8,7 @@ QUERY_ID = 0x1234
 Q_A_IN = b"\x00\x01\x00\x01"
 
 
-def header(qd: int = 1, an: int = 0, ns: int = 0, ar: int = 0, flags: int = 0x0100,
-           qid: int = QUERY_ID) -> bytes:
+def header(qd: int = 1, an: int = 0, ns: int = 0, ar: int = 0, flags: int = 0x0100, qid: int = QUERY_ID) -> bytes:
     return struct.pack("!HHHHHH", qid, flags, qd, an, ns, ar)
 
 
@@ -47,8 +46,7 @@ KILLERS: dict[str, bytes] = {
     "pointer-forward": header() + b"\xc0\x20" + Q_A_IN + b"\x00" * 20,
     "invalid-utf8-label": header() + wire_name(b"\xff\xfe", b"ims", b"test") + Q_A_IN,
     "notify-with-long-label": header(flags=0x2000) + wire_name(b"n" * 64) + Q_A_IN,
-    "two-questions-long-label": header(qd=2) + wire_name(b"ims", b"test") + Q_A_IN
-    + wire_name(b"q" * 100) + Q_A_IN,
+    "two-questions-long-label": header(qd=2) + wire_name(b"ims", b"test") + Q_A_IN + wire_name(b"q" * 100) + Q_A_IN,
     "no-question": header(qd=0),
     "counts-lie": header(qd=40, an=40) + wire_name(b"ims", b"test"),
     "truncated-question": header() + b"\x07pcscf-1\x03im",

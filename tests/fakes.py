@@ -1,6 +1,6 @@
 """Fakes shared by the unit tests: an in-memory driver and an orchestrator assembled around it.
 
-The fake driver implements `imsso.drivers.Driver` without processes: it records every call, keeps
+The fake driver implements `imsso.drivers.UnitDriver` without processes: it records every call, keeps
 which units are "alive", can be told to fail at a method (optionally for one unit), and can hold a
 method on an Event so a test sees an operation while it runs.
 """
@@ -16,7 +16,7 @@ from typing import Any
 
 from imsso.auth import LocalTokens
 from imsso.config import Settings
-from imsso.drivers import DriverError
+from imsso.drivers import Capabilities, DriverError, PlanDriver, PlanRequest, PlanStatus, UnitDriver
 from imsso.engine import Engine
 from imsso.model import Instance, Operation, OperationState, Subscriber, Unit
 from imsso.planning import Plan, UnitPlan
@@ -30,30 +30,32 @@ FINISHED = (OperationState.SUCCEEDED, OperationState.FAILED)
 @dataclass
 class Call:
     method: str
-    unit: str | None = None           # the unit's name, when the call is about one unit
+    unit: str | None = None  # the unit's name, when the call is about one unit
     data: dict[str, Any] = field(default_factory=dict)
 
 
-class FakeDriver:
-    """An in-memory Driver: every call recorded in `calls`, in order."""
+class FakeDriver(UnitDriver):
+    """An in-memory UnitDriver: every call recorded in `calls`, in order."""
+
+    capabilities = Capabilities(live_reload=True, heal=True, management=True, probe=True)
 
     def __init__(self, name: str = "local"):
         self.name = name
         self.calls: list[Call] = []
-        self.alive: set[tuple[str, str]] = set()        # (instance id, unit name)
+        self.alive: set[tuple[str, str]] = set()  # (instance id, unit name)
         self.files: dict[tuple[str, str], dict[str, str]] = {}
-        self.subscribers: dict[str, list[str]] = {}      # instance id -> users last synced
+        self.subscribers: dict[str, list[str]] = {}  # instance id -> users last synced
         self._failures: list[dict[str, Any]] = []
         self._holds: dict[str, tuple[threading.Event, threading.Event]] = {}
         self._lock = threading.Lock()
         self._pid = 1000
 
     # test controls
-    def fail(self, method: str, message: str, unit: str | None = None, times: int = 1,
-             cause: str = "fake cause") -> None:
+    def fail(
+        self, method: str, message: str, unit: str | None = None, times: int = 1, cause: str = "fake cause"
+    ) -> None:
         """Make the next `times` calls of `method` (for `unit`, if given) raise DriverError."""
-        self._failures.append({"method": method, "unit": unit, "message": message, "times": times,
-                               "cause": cause})
+        self._failures.append({"method": method, "unit": unit, "message": message, "times": times, "cause": cause})
 
     def hold(self, method: str) -> tuple[threading.Event, threading.Event]:
         """Make `method` wait until released; returns (entered, release)."""
@@ -81,9 +83,13 @@ class FakeDriver:
         raise DriverError(f"no free address for {instance.name}")
 
     def layout(self, instance: Instance, unit_name: str) -> dict[str, str]:
-        return {"unit_dir": f"/fake/{instance.id}/units/{unit_name}",
-                "subscribers_db": f"/fake/{instance.id}/subscribers.sqlite",
-                "dns_port": "53", "internal_net": "127.200.0.0/24", "manager_address": "127.0.0.1"}
+        return {
+            "unit_dir": f"/fake/{instance.id}/units/{unit_name}",
+            "subscribers_db": f"/fake/{instance.id}/subscribers.sqlite",
+            "dns_port": "53",
+            "internal_net": "127.200.0.0/24",
+            "manager_address": "127.0.0.1",
+        }
 
     def preflight(self, instance: Instance, plan: Plan, new_units: list[str]) -> None:
         self._record("preflight", data={"new_units": list(new_units)})
@@ -130,14 +136,15 @@ class FakeDriver:
     def is_alive(self, instance: Instance, unit: Unit) -> bool:
         return (instance.id, unit.name) in self.alive
 
-    def sync_subscribers(self, instance: Instance, profile: Profile, subscribers: list[Subscriber]
-                         ) -> None:
+    def answers(self, instance: Instance, unit: Unit, probe: str) -> bool:
+        return self.is_alive(instance, unit)
+
+    def sync_subscribers(self, instance: Instance, profile: Profile, subscribers: list[Subscriber]) -> None:
         users = [s.user for s in subscribers]
         self._record("sync_subscribers", data={"users": users})
         self.subscribers[instance.id] = users
 
-    def check_service(self, instance: Instance, plan: Plan, subscriber: Subscriber | None,
-                      deadline: float) -> str:
+    def check_service(self, instance: Instance, plan: Plan, subscriber: Subscriber | None, deadline: float) -> str:
         self._record("check_service", data={"user": subscriber.user if subscriber else None})
         return f"REGISTER through {plan.role_units(plan.entry)[0].address}: 200 OK"
 
@@ -160,20 +167,101 @@ class FakeDriver:
             if not release.wait(10):
                 raise DriverError(f"{method} was held for 10 s and never released by the test")
         for failure in self._failures:
-            if failure["method"] == method and failure["times"] > 0 and \
-                    (failure["unit"] is None or (unit is not None and failure["unit"] == unit.name)):
+            if (
+                failure["method"] == method
+                and failure["times"] > 0
+                and (failure["unit"] is None or (unit is not None and failure["unit"] == unit.name))
+            ):
                 failure["times"] -= 1
                 raise DriverError(failure["message"], failure["cause"])
+
+
+class FakePlanDriver(PlanDriver):
+    """An in-memory PlanDriver: the whole plan handed over at once, each request kept in `applied`."""
+
+    option_prefix = "imsso.fake."
+    create_only = frozenset({"imsso.fake.network"})
+    capabilities = Capabilities(preview=True)
+    plan_noun = "fake plans"
+
+    def __init__(self, name: str = "fakeplan"):
+        self.name = name
+        self.applied: list[PlanRequest] = []
+        self.disposed: list[str] = []
+
+    def check_options(self, instance: Instance) -> None:
+        for key in instance.attributes:
+            if key.startswith(self.option_prefix) and key not in self.create_only:
+                raise DriverError(f"unknown option {key}")
+
+    def allocate_address(self, instance: Instance, taken: set[str]) -> str:
+        return next(f"10.0.{instance.block}.{h}" for h in range(10, 255) if f"10.0.{instance.block}.{h}" not in taken)
+
+    def layout(self, instance: Instance, unit_name: str) -> dict[str, str]:
+        return {
+            "unit_dir": f"/etc/fake/{unit_name}",
+            "subscribers_db": "/var/fake/subscribers.sqlite",
+            "hss_subscribers": "/var/fake/hss.json",
+            "dns_port": "53",
+            "internal_net": "10.0.0.0/24",
+            "manager_address": "127.0.0.1",
+        }
+
+    def request(self, instance: Instance, profile: Profile, plan: Plan, subscribers: list[Subscriber]) -> PlanRequest:
+        return PlanRequest(
+            name=f"fake-{instance.name}",
+            template={"resources": {u.name: u.address for u in plan.units}, "outputs": {}},
+            timeout_mins=1,
+        )
+
+    def apply(
+        self, instance: Instance, request: PlanRequest, record_id: Callable[[str], None], deadline: float
+    ) -> PlanStatus:
+        record_id(f"plan-{instance.id[:4]}")
+        self.applied.append(request)
+        return PlanStatus(
+            id=f"plan-{instance.id[:4]}",
+            name=request.name,
+            status="COMPLETE",
+            reason="",
+            outputs={f"mcn.endpoint.{n}": a for n, a in request.template["resources"].items()},
+        )
+
+    def preview(self, instance: Instance, request: PlanRequest) -> dict[str, Any]:
+        return {"action": "update" if instance.stack_id else "create"}
+
+    def sync_subscribers(self, instance: Instance, profile: Profile, subscribers: list[Subscriber]) -> None:
+        """Subscribers travel with the plan."""
+
+    def check_service(self, instance: Instance, plan: Plan, subscriber: Subscriber | None, deadline: float) -> str:
+        return f"{len(plan.units)} units reported ready"
+
+    def is_alive(self, instance: Instance, unit: Unit) -> bool:
+        return True
+
+    def answers(self, instance: Instance, unit: Unit, probe: str) -> bool:
+        return True
+
+    def dispose(self, instance: Instance, units: list[Unit]) -> list[str]:
+        self.disposed.append(instance.stack_id)
+        return [f"deleted {instance.stack_id}"]
 
 
 class Orchestrator:
     """What `imsso.server.Orchestrator` assembles, around a FakeDriver and a SQLite file."""
 
-    def __init__(self, data_dir: Path, driver: FakeDriver | None = None, workers: int = 2,
-                 engine_factory: Callable[..., Engine] = Engine, database_url: str | None = None):
+    def __init__(
+        self,
+        data_dir: Path,
+        driver: FakeDriver | None = None,
+        workers: int = 2,
+        engine_factory: Callable[..., Engine] = Engine,
+        database_url: str | None = None,
+    ):
         data_dir.mkdir(parents=True, exist_ok=True)
-        self.settings = Settings(data_dir=data_dir, workers=workers,
-                                 database_url=database_url or f"sqlite:///{data_dir / 'imsso.sqlite'}")
+        self.settings = Settings(
+            data_dir=data_dir, workers=workers, database_url=database_url or f"sqlite:///{data_dir / 'imsso.sqlite'}"
+        )
         self.store = Store(self.settings.database_url)
         self.store.migrate()
         self.driver = driver or FakeDriver()
@@ -217,6 +305,8 @@ def wait_operation(store: Store, op_id: str, timeout: float = 10.0) -> Operation
         if op.state in FINISHED:
             return op
         if time.monotonic() > deadline:
-            raise AssertionError(f"operation {op_id} ({op.kind.value}) still {op.state.value} after "
-                                 f"{timeout} s; steps: {[s.name for s in op.steps]}")
+            raise AssertionError(
+                f"operation {op_id} ({op.kind.value}) still {op.state.value} after "
+                f"{timeout} s; steps: {[s.name for s in op.steps]}"
+            )
         time.sleep(0.01)

@@ -32,17 +32,24 @@ class Server:
         self.data_dir = data_dir
         self.listen = listen
         self.url = f"http://{listen}"
-        self.env = {**os.environ, "IMSSO_DATA_DIR": str(data_dir), "IMSSO_LISTEN": listen,
-                    "IMSSO_ADDRESS_POOL": pool, "IMSSO_DNS_PORT": str(DNS_PORT),
-                    "IMSSO_RUNTIME_INTERVAL": "0", **(env or {})}
+        self.env = {
+            **os.environ,
+            "IMSSO_DATA_DIR": str(data_dir),
+            "IMSSO_LISTEN": listen,
+            "IMSSO_ADDRESS_POOL": pool,
+            "IMSSO_DNS_PORT": str(DNS_PORT),
+            "IMSSO_RUNTIME_INTERVAL": "0",
+            **(env or {}),
+        }
         self.proc: subprocess.Popen | None = None
 
-    def start(self, timeout: float = 30) -> "Server":
+    def start(self, timeout: float = 30) -> Server:
         assert not self._healthy(), f"another imsso already answers on {self.listen}: stop it first"
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.data_dir / "serve.log", "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "imsso", "serve"], env=self.env,
-                                     stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "imsso", "serve"], env=self.env, stdout=log, stderr=log, stdin=subprocess.DEVNULL
+        )
         log.close()
         wait_for(lambda: self._healthy() or self._exited(), timeout, f"imsso serve on {self.listen}")
         if self.proc.poll() is not None:
@@ -85,7 +92,7 @@ class Server:
         assert done.returncode == 0, done.stderr
         return done.stdout.strip()
 
-    def api(self, tenant: str, token: str | None = None) -> "Api":
+    def api(self, tenant: str, token: str | None = None) -> Api:
         return Api(self.url, token or self.token(tenant), tenant)
 
     def unit_processes(self) -> list[psutil.Process]:
@@ -94,7 +101,8 @@ class Server:
         for proc in psutil.process_iter(["cmdline", "status"]):
             try:
                 if proc.info["status"] != psutil.STATUS_ZOMBIE and any(
-                        marker in part for part in proc.info["cmdline"] or ()):
+                    marker in part for part in proc.info["cmdline"] or ()
+                ):
                     found.append(proc)
             except psutil.NoSuchProcess:
                 continue
@@ -115,8 +123,7 @@ class Api:
     """The JSON API with a tenant's token."""
 
     def __init__(self, url: str, token: str, tenant: str):
-        self.client = httpx.Client(base_url=url, timeout=30,
-                                   headers={"X-Auth-Token": token, "X-Tenant-Name": tenant})
+        self.client = httpx.Client(base_url=url, timeout=30, headers={"X-Auth-Token": token, "X-Tenant-Name": tenant})
         self.token, self.tenant = token, tenant
 
     def __getattr__(self, name: str):
@@ -150,8 +157,7 @@ class Api:
         for sub in self.client.get(f"/v1/instances/{name}/subscribers").json():
             if sub["auth"] == ["digest"]:
                 password = f"pw-{sub['user']}-{secrets.token_hex(4)}"
-                put = self.client.put(f"/v1/instances/{name}/subscribers/{sub['user']}",
-                                      json={"password": password})
+                put = self.client.put(f"/v1/instances/{name}/subscribers/{sub['user']}", json={"password": password})
                 assert put.status_code == 200, put.text
                 subs.append({**put.json(), "password": password})
         return subs
@@ -160,23 +166,59 @@ class Api:
 class Sipp:
     """One sipp process for one user (digest credentials come from -au/-ap), on a client address."""
 
-    def __init__(self, workdir: Path, proxy: str, scenario: str, user: str, password: str, domain: str,
-                 client_ip: str, port: int, *extra: str):
+    def __init__(
+        self,
+        workdir: Path,
+        proxy: str,
+        scenario: str,
+        user: str,
+        password: str,
+        domain: str,
+        client_ip: str,
+        port: int,
+        *extra: str,
+    ):
         self.workdir = workdir
         self.user = user
         self.name = f"{user}-{port}"
-        self.argv = ["sipp", f"{proxy}:5060", "-sf", str(SCENARIOS / scenario), "-t", "u1",
-                     "-i", client_ip, "-p", str(port), "-mp", str(port + 1000),
-                     "-s", user, "-au", user, "-ap", password, "-key", "domain", domain,
-                     "-auth_uri", domain, "-nostdin", "-trace_err",
-                     "-error_file", str(workdir / f"{self.name}-errors.log"), *extra]
+        self.argv = [
+            "sipp",
+            f"{proxy}:5060",
+            "-sf",
+            str(SCENARIOS / scenario),
+            "-t",
+            "u1",
+            "-i",
+            client_ip,
+            "-p",
+            str(port),
+            "-mp",
+            str(port + 1000),
+            "-s",
+            user,
+            "-au",
+            user,
+            "-ap",
+            password,
+            "-key",
+            "domain",
+            domain,
+            "-auth_uri",
+            domain,
+            "-nostdin",
+            "-trace_err",
+            "-error_file",
+            str(workdir / f"{self.name}-errors.log"),
+            *extra,
+        ]
         self.proc: subprocess.Popen | None = None
 
-    def start(self) -> "Sipp":
+    def start(self) -> Sipp:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.log = open(self.workdir / f"{self.name}.out", "wb")
-        self.proc = subprocess.Popen(self.argv, cwd=self.workdir, stdout=self.log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            self.argv, cwd=self.workdir, stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
         return self
 
     def wait(self, timeout: float = 60) -> int:
@@ -186,7 +228,9 @@ class Sipp:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-            raise AssertionError(f"sipp for {self.user} still running after {timeout:.0f} s:\n{self.output()}") from None
+            raise AssertionError(
+                f"sipp for {self.user} still running after {timeout:.0f} s:\n{self.output()}"
+            ) from None
         finally:
             self.log.close()
 

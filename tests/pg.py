@@ -31,8 +31,10 @@ ENV_URL = "IMSSO_TEST_POSTGRES_URL"
 SUPERUSER = "imsso"
 DATABASE = "imsso"
 SERVICE_USER = "imsso-test"
-INSTALL_HINT = ("install it with: apt-get install postgresql (or point "
-                f"{ENV_URL} at a server, e.g. postgresql+psycopg://user@host:5432/db)")
+INSTALL_HINT = (
+    "install it with: apt-get install postgresql (or point "
+    f"{ENV_URL} at a server, e.g. postgresql+psycopg://user@host:5432/db)"
+)
 
 log = logging.getLogger(__name__)
 
@@ -63,12 +65,24 @@ def server_user() -> str | None:
         with contextlib.suppress(KeyError):
             pwd.getpwnam(name)
             return name
-    done = subprocess.run(["useradd", "--system", "--no-create-home", "--home-dir", "/nonexistent",
-                           "--shell", "/usr/sbin/nologin", SERVICE_USER],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [
+            "useradd",
+            "--system",
+            "--no-create-home",
+            "--home-dir",
+            "/nonexistent",
+            "--shell",
+            "/usr/sbin/nologin",
+            SERVICE_USER,
+        ],
+        capture_output=True,
+        text=True,
+    )
     if done.returncode not in (0, 9):  # 9: created meanwhile by another test run
-        raise PostgresUnavailable(f"PostgreSQL does not run as root, and creating the user "
-                                  f"{SERVICE_USER} failed: {done.stderr.strip()}")
+        raise PostgresUnavailable(
+            f"PostgreSQL does not run as root, and creating the user {SERVICE_USER} failed: {done.stderr.strip()}"
+        )
     return SERVICE_USER
 
 
@@ -122,41 +136,62 @@ class PrivateServer:
         if self.user:
             entry = pwd.getpwnam(self.user)
             os.chown(self.root, entry.pw_uid, entry.pw_gid)
-        self._run("initdb", "-D", str(self.data), "-U", SUPERUSER, "--auth=trust", "-E", "UTF8",
-                  "--no-locale", "--no-sync")
+        self._run(
+            "initdb", "-D", str(self.data), "-U", SUPERUSER, "--auth=trust", "-E", "UTF8", "--no-locale", "--no-sync"
+        )
         with open(self.data / "postgresql.conf", "a") as conf:
-            conf.write("\n# imsso tests: private, local only, fast rather than durable\n"
-                       "listen_addresses = '127.0.0.1'\n"
-                       f"unix_socket_directories = '{self.root}'\n"
-                       "max_connections = 200\n"
-                       "fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n")
+            conf.write(
+                "\n# imsso tests: private, local only, fast rather than durable\n"
+                "listen_addresses = '127.0.0.1'\n"
+                f"unix_socket_directories = '{self.root}'\n"
+                "max_connections = 200\n"
+                "fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n"
+            )
         for attempt in range(1, attempts + 1):
             self.port = free_port()
-            done = self._run("pg_ctl", "-D", str(self.data), "-l", str(self.logfile), "-w",
-                             "-t", "60", "-o", f"-p {self.port}", "start", check=False)
+            done = self._run(
+                "pg_ctl",
+                "-D",
+                str(self.data),
+                "-l",
+                str(self.logfile),
+                "-w",
+                "-t",
+                "60",
+                "-o",
+                f"-p {self.port}",
+                "start",
+                check=False,
+            )
             if done.returncode == 0:
                 break
             if attempt == attempts or "already in use" not in self._log_tail():
-                raise PostgresUnavailable(f"pg_ctl start failed ({done.returncode}): "
-                                          f"{done.stdout}{done.stderr}\n{self._log_tail()}")
+                raise PostgresUnavailable(
+                    f"pg_ctl start failed ({done.returncode}): {done.stdout}{done.stderr}\n{self._log_tail()}"
+                )
             # Someone took the port between free_port() and the bind: try another one.
-        admin = sa.create_engine(self.url.rsplit("/", 1)[0] + "/postgres",
-                                 isolation_level="AUTOCOMMIT", poolclass=NullPool)
+        admin = sa.create_engine(
+            self.url.rsplit("/", 1)[0] + "/postgres", isolation_level="AUTOCOMMIT", poolclass=NullPool
+        )
         try:
             with admin.connect() as c:
                 c.exec_driver_sql(f'CREATE DATABASE "{DATABASE}"')
         finally:
             admin.dispose()
         self.startup_seconds = time.monotonic() - began
-        log.info("PostgreSQL (%s) ready at 127.0.0.1:%s in %.2fs, data in %s",
-                 self.bindir, self.port, self.startup_seconds, self.root)
+        log.info(
+            "PostgreSQL (%s) ready at 127.0.0.1:%s in %.2fs, data in %s",
+            self.bindir,
+            self.port,
+            self.startup_seconds,
+            self.root,
+        )
 
     def stop(self) -> None:
         if self.root is None:
             return
         if (self.data / "postmaster.pid").exists():
-            done = self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "-t", "30", "stop",
-                             check=False)
+            done = self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "-t", "30", "stop", check=False)
             if done.returncode != 0:
                 self._kill()
         shutil.rmtree(self.root, ignore_errors=True)
@@ -176,11 +211,11 @@ class PrivateServer:
         if self.user:
             command = ["runuser", "-u", self.user, "--", *command]
         # cwd: the server user may not enter ours (root's home, say).
-        done = subprocess.run(command, cwd=self.root, capture_output=True, text=True, timeout=120,
-                              stdin=subprocess.DEVNULL)
+        done = subprocess.run(
+            command, cwd=self.root, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL
+        )
         if check and done.returncode != 0:
-            raise PostgresUnavailable(f"{program} failed ({done.returncode}): "
-                                      f"{done.stdout}{done.stderr}")
+            raise PostgresUnavailable(f"{program} failed ({done.returncode}): {done.stdout}{done.stderr}")
         return done
 
     def _log_tail(self, lines: int = 20) -> str:

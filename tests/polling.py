@@ -7,8 +7,9 @@ from collections.abc import Callable
 from typing import Any
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition",
-             interval: float = 0.01) -> Any:
+def wait_for(
+    predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition", interval: float = 0.01
+) -> Any:
     """Poll until `predicate()` is truthy and return its value; fail naming what was awaited."""
     deadline = time.monotonic() + timeout
     while True:

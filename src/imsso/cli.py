@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import httpx
 import psutil
@@ -20,14 +20,19 @@ from rich.table import Table
 
 from .config import Settings, private_dir
 
-app = typer.Typer(help="IMS Service Orchestrator: deploy, watch, scale and dispose of IMS cores.",
-                  no_args_is_help=True, add_completion=False)
+app = typer.Typer(
+    help="IMS Service Orchestrator: deploy, watch, scale and dispose of IMS cores.",
+    no_args_is_help=True,
+    add_completion=False,
+)
 token_app = typer.Typer(help="Tokens for the API.", no_args_is_help=True)
 subs_app = typer.Typer(help="Subscribers of an instance.", no_args_is_help=True)
 app.add_typer(token_app, name="token")
 app.add_typer(subs_app, name="subscriber")
 secrets_app = typer.Typer(help="The key that seals subscribers' secrets in the database.", no_args_is_help=True)
 app.add_typer(secrets_app, name="secrets")
+profile_app = typer.Typer(help="Profiles: the IMS variants, as data.", no_args_is_help=True)
+app.add_typer(profile_app, name="profile")
 out = Console()
 err = Console(stderr=True)
 SERVER_START_TIMEOUT = 30.0
@@ -86,11 +91,13 @@ def _client() -> Client:
 
 
 @app.command()
-def serve(listen: Optional[str] = typer.Option(None, help="host:port (IMSSO_LISTEN)"),
-          data_dir: Optional[Path] = typer.Option(None, help="state folder (IMSSO_DATA_DIR)"),
-          database_url: Optional[str] = typer.Option(None, help="SQLAlchemy URL (IMSSO_DATABASE_URL)"),
-          driver: Optional[str] = typer.Option(None, help="default driver (IMSSO_DRIVER)"),
-          profile: Optional[str] = typer.Option(None, help="default profile (IMSSO_PROFILE)")) -> None:
+def serve(
+    listen: str | None = typer.Option(None, help="host:port (IMSSO_LISTEN)"),
+    data_dir: Path | None = typer.Option(None, help="state folder (IMSSO_DATA_DIR)"),
+    database_url: str | None = typer.Option(None, help="SQLAlchemy URL (IMSSO_DATABASE_URL)"),
+    driver: str | None = typer.Option(None, help="default driver (IMSSO_DRIVER)"),
+    profile: str | None = typer.Option(None, help="default profile (IMSSO_PROFILE)"),
+) -> None:
     """Run the API and the engine in the foreground."""
     from .model import OrchestratorError
     from .server import serve as run_server
@@ -113,25 +120,27 @@ def _settings(listen=None, data_dir=None, database_url=None, driver=None, profil
 
 
 @token_app.command("issue")
-def token_issue(tenant: str = typer.Option(..., help="the tenant the token acts for"),
-                ttl: Optional[int] = typer.Option(None, help="lifetime in seconds")) -> None:
+def token_issue(
+    tenant: str = typer.Option(..., help="the tenant the token acts for"),
+    ttl: int | None = typer.Option(None, help="lifetime in seconds"),
+) -> None:
     """Print a new token for TENANT alone on stdout (needs the data folder's admin.token)."""
     settings = _settings()
     admin = settings.data_dir / "admin.token"
     if not admin.exists():
         _fail(f"no {admin}: start `imsso serve` first (it creates the admin token)")
     try:
-        body = Client(token=admin.read_text().strip()).json(
-            "POST", "/v1/tokens", json={"tenant": tenant, "ttl": ttl})
+        body = Client(token=admin.read_text().strip()).json("POST", "/v1/tokens", json={"tenant": tenant, "ttl": ttl})
     except ApiError as exc:
         _fail(str(exc))
     print(body["token"])
 
 
 @secrets_app.command("rotate")
-def secrets_rotate(data_dir: Optional[Path] = typer.Option(None, help="state folder (IMSSO_DATA_DIR)"),
-                   database_url: Optional[str] = typer.Option(None, help="SQLAlchemy URL (IMSSO_DATABASE_URL)")
-                   ) -> None:
+def secrets_rotate(
+    data_dir: Path | None = typer.Option(None, help="state folder (IMSSO_DATA_DIR)"),
+    database_url: str | None = typer.Option(None, help="SQLAlchemy URL (IMSSO_DATABASE_URL)"),
+) -> None:
     """A new key seals every subscriber secret again, then the old key leaves the key file
     (IMSSO_SECRETS_KEY_FILE, <data dir>/secrets.key). It may run beside this machine's `imsso serve`,
     which reads the key file again when it changes; run it again if it was interrupted."""
@@ -142,9 +151,11 @@ def secrets_rotate(data_dir: Optional[Path] = typer.Option(None, help="state fol
     settings = _settings(data_dir=data_dir, database_url=database_url)
     url = settings.database_url
     if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
-        _fail(f"no database at {url.removeprefix('sqlite:///')}: nothing to rotate "
-              "(set IMSSO_DATA_DIR or IMSSO_DATABASE_URL to the service's)")
-    store = Store(url, Vault(settings.secrets_key_file))
+        _fail(
+            f"no database at {url.removeprefix('sqlite:///')}: nothing to rotate "
+            "(set IMSSO_DATA_DIR or IMSSO_DATABASE_URL to the service's)"
+        )
+    store = Store(url, Vault(settings.key_file))
     try:
         store.migrate()
         count = store.rotate_secrets()
@@ -155,6 +166,46 @@ def secrets_rotate(data_dir: Optional[Path] = typer.Option(None, help="state fol
     out.print(f"{count} subscriber(s) sealed with a new key; {settings.secrets_key_file} holds it alone")
 
 
+@profile_app.command("check")
+def profile_check(
+    profile: str = typer.Argument(..., metavar="DIR", help="a profile folder, or the name of an installed profile"),
+) -> None:
+    """Check a profile before anyone deploys it: profile.yaml against the schema, then every
+    template of every role rendered at the profile's min, default and max sizes. Prints every
+    problem (file, key or template, size) and exits 1, or a short summary and exits 0."""
+    from .profiles import check
+
+    folder = _profile_folder(profile)
+    report = check.check_folder(folder)
+    if report.ok:
+        print(check.summary(report))
+        return
+    for problem in report.problems:
+        print(problem)
+    print(f"{len(report.problems)} problem(s) in {folder}", file=sys.stderr)
+    raise typer.Exit(1)
+
+
+def _profile_folder(given: str) -> Path:
+    """A folder holding profile.yaml, or the folder of an installed profile of that name."""
+    from .model import NotFound
+    from .profiles import NAME_RE, default_registry
+
+    if (Path(given) / "profile.yaml").is_file():
+        return Path(given)
+    registry = default_registry()
+    try:
+        if NAME_RE.match(given):
+            return registry.folder(given)
+    except NotFound:
+        pass
+    _fail(
+        f"{given} is neither a profile folder (with a profile.yaml) nor an installed profile "
+        f"({', '.join(registry.available())})"
+    )
+    raise AssertionError("unreachable")
+
+
 @app.command("list")
 def list_instances() -> None:
     """The tenant's instances."""
@@ -162,8 +213,15 @@ def list_instances() -> None:
     table = Table("name", "state", "stack", "profile", "driver", "sizes", "P-CSCF")
     for i in rows:
         pcscf = next((u["address"] for u in i["units"] if u["role"] == "pcscf"), "")
-        table.add_row(i["name"], i["state"], i["stack_state"], i["profile"], i["driver"],
-                      " ".join(f"{k}={v}" for k, v in i["sizes"].items()), pcscf)
+        table.add_row(
+            i["name"],
+            i["state"],
+            i["stack_state"],
+            i["profile"],
+            i["driver"],
+            " ".join(f"{k}={v}" for k, v in i["sizes"].items()),
+            pcscf,
+        )
     out.print(table)
 
 
@@ -171,8 +229,10 @@ def list_instances() -> None:
 def show(name: str = typer.Argument("default")) -> None:
     """An instance, its units and its last failure."""
     i = _call(_client().json, "GET", f"/v1/instances/{name}")
-    out.print(f"[bold]{i['name']}[/bold] ({i['id']}) state={i['state']} stack={i['stack_state']} "
-              f"profile={i['profile']} driver={i['driver']} domain={i['domain']}")
+    out.print(
+        f"[bold]{i['name']}[/bold] ({i['id']}) state={i['state']} stack={i['stack_state']} "
+        f"profile={i['profile']} driver={i['driver']} domain={i['domain']}"
+    )
     table = Table("unit", "role", "address", "state", "pid")
     for u in i["units"]:
         table.add_row(u["name"], u["role"], u["address"], u["state"], str(u["pid"] or ""))
@@ -206,10 +266,12 @@ def scale(name: str, sizes: list[str] = typer.Argument(..., help="ROLE=COUNT, e.
 
 
 @app.command()
-def plan(name: str = typer.Argument("default"),
-         size: list[str] = typer.Option([], help="ROLE=COUNT to plan, e.g. --size scscf=3"),
-         attribute: list[str] = typer.Option([], "--set", help="NAME=VALUE to plan, e.g. --set imsso.os.flavor=m1.large"),
-         template: bool = typer.Option(False, help="print the whole template and environment")) -> None:
+def plan(
+    name: str = typer.Argument("default"),
+    size: list[str] = typer.Option([], help="ROLE=COUNT to plan, e.g. --size scscf=3"),
+    attribute: list[str] = typer.Option([], "--set", help="NAME=VALUE to plan, e.g. --set imsso.os.flavor=m1.large"),
+    template: bool = typer.Option(False, help="print the whole template and environment"),
+) -> None:
     """Show what a deploy or an update would send to Heat and how it differs from the live stack.
     Changes nothing."""
     attributes = {}
@@ -218,12 +280,18 @@ def plan(name: str = typer.Argument("default"),
         if not sep:
             _fail(f"'{item}' is not NAME=VALUE")
         attributes[key] = value
-    result = _call(_client().json, "POST", f"/v1/instances/{name}/plan",
-                   json={"sizes": _sizes(size), "attributes": attributes})
+    result = _call(
+        _client().json, "POST", f"/v1/instances/{name}/plan", json={"sizes": _sizes(size), "attributes": attributes}
+    )
     stack = result.get("stack")
-    out.print(f"stack {result['stack_name']}: "
-              + (f"{stack['status']} ({stack['id']}), a {result['action']} would" if stack
-                 else "not created yet, a deploy would"))
+    out.print(
+        f"stack {result['stack_name']}: "
+        + (
+            f"{stack['status']} ({stack['id']}), a {result['action']} would"
+            if stack
+            else "not created yet, a deploy would"
+        )
+    )
     for change, names in result["resources"].items():
         if names:
             out.print(f"  {change:<9} {', '.join(names)}")
@@ -233,8 +301,14 @@ def plan(name: str = typer.Argument("default"),
         out.print(result["diff"], markup=False, highlight=False)
     if template:
         import yaml
-        out.print(yaml.safe_dump({"template": result["template"], "environment": result["environment"]},
-                                 sort_keys=False, width=1000), markup=False, highlight=False)
+
+        out.print(
+            yaml.safe_dump(
+                {"template": result["template"], "environment": result["environment"]}, sort_keys=False, width=1000
+            ),
+            markup=False,
+            highlight=False,
+        )
 
 
 @app.command()
@@ -245,9 +319,11 @@ def dispose(name: str = typer.Argument("default")) -> None:
 
 
 @app.command()
-def events(name: str = typer.Argument("default"), since: int = 0,
-           kind: str = typer.Option("", help="only this kind: lifecycle, step, unit, decision, failure")
-           ) -> None:
+def events(
+    name: str = typer.Argument("default"),
+    since: int = 0,
+    kind: str = typer.Option("", help="only this kind: lifecycle, step, unit, decision, failure"),
+) -> None:
     """The instance's event log: steps, decisions (with the figures behind them), failures."""
     params: dict[str, Any] = {"since": since, **({"kind": kind} if kind else {})}
     for e in _call(_client().json, "GET", f"/v1/instances/{name}/events", params=params):
@@ -261,16 +337,17 @@ def subscriber_list(instance: str = typer.Argument("default")) -> None:
 
 
 @subs_app.command("add")
-def subscriber_add(user: str,
-                   password: str = typer.Option("", help="SIP Digest password (asked for when no --k)"),
-                   k: str = typer.Option("", help="AKA: the USIM's K, 32 hex digits (profile ims)"),
-                   opc: str = typer.Option("", help="AKA: the operator key OPc, 32 hex digits"),
-                   instance: str = typer.Option("default")) -> None:
+def subscriber_add(
+    user: str,
+    password: str = typer.Option("", help="SIP Digest password (asked for when no --k)"),
+    k: str = typer.Option("", help="AKA: the USIM's K, 32 hex digits (profile ims)"),
+    opc: str = typer.Option("", help="AKA: the operator key OPc, 32 hex digits"),
+    instance: str = typer.Option("default"),
+) -> None:
     """Add (or change) a subscriber: a password for SIP Digest, K and OPc for AKA, or both."""
     if not password and not k:
         password = typer.prompt("Password", hide_input=True)
-    body = {"user": user, **({"password": password} if password else {}),
-            **({"k": k, "opc": opc} if k or opc else {})}
+    body = {"user": user, **({"password": password} if password else {}), **({"k": k, "opc": opc} if k or opc else {})}
     s = _call(_client().json, "POST", f"/v1/instances/{instance}/subscribers", json=body)
     out.print(f"added {s['aor']} ({', '.join(s['auth'])})")
 
@@ -282,10 +359,13 @@ def subscriber_remove(user: str, instance: str = typer.Option("default")) -> Non
 
 
 @app.command()
-def up(tenant: str = typer.Option("demo", envvar="IMSSO_TENANT", help="tenant of the default instance"),
-       scscf: Optional[int] = typer.Option(None, help="number of S-CSCFs"),
-       profile: str = typer.Option("ims", help="profile of the default instance: ims (3GPP, with an "
-                                   "HSS) or sip-core (light)")) -> None:
+def up(
+    tenant: str = typer.Option("demo", envvar="IMSSO_TENANT", help="tenant of the default instance"),
+    scscf: int | None = typer.Option(None, help="number of S-CSCFs"),
+    profile: str = typer.Option(
+        "ims", help="profile of the default instance: ims (3GPP, with an HSS) or sip-core (light)"
+    ),
+) -> None:
     """Start the service, deploy and provision the default instance, print how to use it, keep serving."""
     settings = _settings()
     client = Client(url=f"http://{settings.listen}", tenant=tenant)
@@ -297,8 +377,9 @@ def up(tenant: str = typer.Option("demo", envvar="IMSSO_TENANT", help="tenant of
         if server is None:
             out.print("(the service was already running: it keeps running)")
             return
-        out.print("[bold]Serving.[/bold] Ctrl-C stops the service (the IMS keeps running; "
-                  "`imsso down` disposes of it).")
+        out.print(
+            "[bold]Serving.[/bold] Ctrl-C stops the service (the IMS keeps running; `imsso down` disposes of it)."
+        )
         server.wait()
     except ApiError as exc:
         _fail(str(exc))
@@ -335,8 +416,9 @@ def _start_server(settings: Settings) -> subprocess.Popen:
     private_dir(settings.data_dir)
     env = {**os.environ, "IMSSO_DATA_DIR": str(settings.data_dir), "IMSSO_LISTEN": settings.listen}
     with open(log, "ab") as handle:
-        server = subprocess.Popen([sys.executable, "-m", "imsso", "serve"], env=env, stdout=handle,
-                                  stderr=handle, stdin=subprocess.DEVNULL)
+        server = subprocess.Popen(
+            [sys.executable, "-m", "imsso", "serve"], env=env, stdout=handle, stderr=handle, stdin=subprocess.DEVNULL
+        )
     client = Client(url=f"http://{settings.listen}")
     deadline = time.monotonic() + SERVER_START_TIMEOUT
     with out.status(f"starting imsso on {settings.listen}"):
@@ -396,7 +478,7 @@ def _ensure_default(client: Client, scscf: int | None, profile: str | None) -> d
     return instance
 
 
-def _follow(client: Client, op: dict) -> dict:
+def _follow(client: Client, op: dict | None) -> dict:
     """Show an operation's steps as they happen, then the ones chained after it; fail on failure."""
     while op is not None:
         shown = 0
@@ -417,8 +499,9 @@ def _follow(client: Client, op: dict) -> dict:
                 time.sleep(0.2)
         if op["state"] == "failed":
             e = op["error"]
-            raise ApiError(f"{op['kind']} failed at '{e['step']}': {e['message']}"
-                           + (f"\n{e['cause']}" if e.get("cause") else ""))
+            raise ApiError(
+                f"{op['kind']} failed at '{e['step']}': {e['message']}" + (f"\n{e['cause']}" if e.get("cause") else "")
+            )
         if op["state"] != "succeeded":
             raise ApiError(f"{op['kind']} still {op['state']} after {OPERATION_TIMEOUT:.0f} s")
         out.print(f"[green]{op['kind']} succeeded[/green]")

@@ -6,40 +6,15 @@ Pure rules, shared by the service layer (to refuse early) and the engine (to mov
 from __future__ import annotations
 
 from .model import Instance, InstanceState, NotApplicable, OperationKind
+from .operations_table import TABLE, USER_ACTIONS
 
 S = InstanceState
 K = OperationKind
 
-# The states each operation may start from. Failed instances accept every operation:
-# operations are level-based, so running one again is the retry.
-ALLOWED_FROM: dict[OperationKind, frozenset[InstanceState]] = {
-    K.DEPLOY: frozenset({S.INITIALISED, S.FAILED}),
-    K.PROVISION: frozenset({S.DEPLOYED, S.ACTIVE, S.FAILED}),
-    K.UPDATE: frozenset({S.INITIALISED, S.DEPLOYED, S.ACTIVE, S.FAILED}),
-    K.SCALE: frozenset({S.INITIALISED, S.DEPLOYED, S.ACTIVE, S.FAILED}),
-    K.HEAL: frozenset({S.DEPLOYED, S.ACTIVE}),
-    K.DISPOSE: frozenset({S.INITIALISED, S.DEPLOYING, S.DEPLOYED, S.PROVISIONING, S.ACTIVE,
-                          S.UPDATING, S.SCALING, S.HEALING, S.FAILED}),
-}
-
-RUNNING_STATE: dict[OperationKind, InstanceState] = {
-    K.DEPLOY: S.DEPLOYING,
-    K.PROVISION: S.PROVISIONING,
-    K.UPDATE: S.UPDATING,
-    K.SCALE: S.SCALING,
-    K.HEAL: S.HEALING,
-    K.DISPOSE: S.DISPOSING,
-}
-
-# Heat's action words, kept in occi.mcn.stack.state for clients of the original.
-STACK_ACTION: dict[OperationKind, str] = {
-    K.DEPLOY: "CREATE",
-    K.PROVISION: "UPDATE",
-    K.UPDATE: "UPDATE",
-    K.SCALE: "UPDATE",
-    K.HEAL: "UPDATE",
-    K.DISPOSE: "DELETE",
-}
+# Views of the operation table (operations_table.TABLE), under the names the rules below use.
+ALLOWED_FROM: dict[OperationKind, frozenset[InstanceState]] = {k: r.applies_from for k, r in TABLE.items()}
+RUNNING_STATE: dict[OperationKind, InstanceState] = {k: r.running for k, r in TABLE.items()}
+STACK_ACTION: dict[OperationKind, str] = {k: r.stack_action for k, r in TABLE.items()}
 
 
 def check_applicable(instance: Instance, kind: OperationKind) -> None:
@@ -48,11 +23,13 @@ def check_applicable(instance: Instance, kind: OperationKind) -> None:
         if instance.state == S.FAILED and kind == K.PROVISION and not _was_deployed(instance):
             raise NotApplicable(
                 f"provision needs a deployed instance; '{instance.name}' failed before its deploy "
-                "finished: run deploy again first")
+                "finished: run deploy again first"
+            )
         if instance.state == S.FAILED and kind == K.DEPLOY and _was_deployed(instance):
             raise NotApplicable(
                 f"'{instance.name}' was deployed before it failed: retry with provision, an update "
-                "or a scale, or dispose of it")
+                "or a scale, or dispose of it"
+            )
         return
     hint = {
         S.INITIALISED: "deploy it first",
@@ -64,7 +41,8 @@ def check_applicable(instance: Instance, kind: OperationKind) -> None:
     raise NotApplicable(
         f"{kind.value} does not apply to instance '{instance.name}' in state {instance.state.value}: "
         f"{hint} ({kind.value} applies in: {accepted})",
-        {"state": instance.state.value, "operation": kind.value})
+        {"state": instance.state.value, "operation": kind.value},
+    )
 
 
 def _was_deployed(instance: Instance) -> bool:
@@ -74,12 +52,9 @@ def _was_deployed(instance: Instance) -> bool:
 
 def state_after(instance: Instance, kind: OperationKind, has_units: bool) -> InstanceState:
     """Where a successful operation leaves the instance."""
-    if kind == K.DEPLOY:
-        return S.DEPLOYED
-    if kind == K.PROVISION:
-        return S.ACTIVE
-    if kind == K.DISPOSE:
-        return S.DISPOSED
+    after = TABLE[kind].after
+    if after is not None:
+        return after
     if not has_units:
         return S.INITIALISED
     return S.ACTIVE if instance.provisioned else S.DEPLOYED
@@ -94,7 +69,10 @@ def applicable_actions(instance: Instance) -> list[str]:
     """The OCCI actions (deploy, provision) that apply now: one Link header each."""
     if instance.current_operation_id:
         return []
-    return [k.value for k in (K.DEPLOY, K.PROVISION)
-            if instance.state in ALLOWED_FROM[k]
-            and not (k == K.PROVISION and not _was_deployed(instance))
-            and not (k == K.DEPLOY and instance.state == S.FAILED and _was_deployed(instance))]
+    return [
+        k.value
+        for k in map(OperationKind, USER_ACTIONS)
+        if instance.state in ALLOWED_FROM[k]
+        and not (k == K.PROVISION and not _was_deployed(instance))
+        and not (k == K.DEPLOY and instance.state == S.FAILED and _was_deployed(instance))
+    ]

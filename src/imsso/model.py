@@ -12,7 +12,7 @@ from typing import Any
 
 
 def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 class InstanceState(StrEnum):
@@ -46,10 +46,10 @@ class OperationState(StrEnum):
 
 
 class UnitState(StrEnum):
-    PLANNED = "planned"      # address reserved, nothing started yet
-    STARTING = "starting"    # process launched, not yet answering its probe
-    RUNNING = "running"      # answers its probe and takes traffic
-    DRAINING = "draining"    # out of routing, finishing what it has
+    PLANNED = "planned"  # address reserved, nothing started yet
+    STARTING = "starting"  # process launched, not yet answering its probe
+    RUNNING = "running"  # answers its probe and takes traffic
+    DRAINING = "draining"  # out of routing, finishing what it has
     STOPPED = "stopped"
     FAILED = "failed"
 
@@ -69,6 +69,17 @@ class InvalidInput(OrchestratorError):
     code = "invalid"
 
 
+class TemporaryError(OrchestratorError):
+    """A failure that may pass if tried again (a refused connection, a cloud API's 5xx): a step
+    with retries tries again; anything else (DriverError, a programming error) fails at once."""
+
+    code = "unavailable"
+
+    def __init__(self, message: str, cause: str = ""):
+        super().__init__(message, {"cause": cause} if cause else None)
+        self.cause = cause
+
+
 class NotFound(OrchestratorError):
     code = "not_found"
 
@@ -79,6 +90,12 @@ class Conflict(OrchestratorError):
 
 class NotApplicable(OrchestratorError):
     """An action that does not apply in the instance's current state."""
+
+    code = "not_applicable"
+
+
+class NotApplicableHere(InvalidInput):
+    """A valid request that the instance's driver cannot serve (e.g. a plan preview of a local one)."""
 
     code = "not_applicable"
 
@@ -110,7 +127,7 @@ class Instance:
     provisioned: bool = False
     test_subscribers: bool = True
     secret: str = ""  # shared secret of the instance's units (digest nonces)
-    block: int = 0    # the instance's address block (local driver: 127.x.<block>.0/24)
+    block: int = 0  # the instance's address block (local driver: 127.x.<block>.0/24)
     stack_id: str = ""  # the Heat stack that holds the instance, for drivers that make one
     outputs: dict[str, Any] = field(default_factory=dict)  # what the driver reported (endpoints)
     current_operation_id: str | None = None
@@ -147,6 +164,7 @@ class OperationError:
     step: str
     message: str
     cause: str = ""
+    location: str = ""  # file:line of the innermost frame, for an unexpected exception
 
 
 @dataclass

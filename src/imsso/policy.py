@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import dataclasses
 import statistics
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .model import InvalidInput
 
-AGGREGATES = {"avg": statistics.fmean, "max": max, "min": min, "sum": sum}
+if TYPE_CHECKING:
+    from .profiles import Profile
+
+AGGREGATES: dict[str, Callable[[list[float]], float]] = {"avg": statistics.fmean, "max": max, "min": min, "sum": sum}
 OVERRIDABLE = ("above", "below", "window", "cooldown", "step", "enabled")
-POLICY_PREFIX = "imsso.policy."   # imsso.policy.<name>.<field>
-BOUND_PREFIX = "imsso.scale."     # imsso.scale.<role>.min / .max
+POLICY_PREFIX = "imsso.policy."  # imsso.policy.<name>.<field>
+BOUND_PREFIX = "imsso.scale."  # imsso.scale.<role>.min / .max
 
 
 @dataclass(frozen=True)
@@ -28,11 +31,11 @@ class Policy:
     role: str
     metric: str
     aggregate: str = "avg"
-    above: float | None = None    # scale when the aggregate is above this ...
-    below: float | None = None    # ... or below this (exactly one of the two)
-    window: float = 10.0          # seconds the condition must hold without a break
-    cooldown: float = 30.0        # seconds after a scale of the role before another
-    step: int = 1                 # units added (positive) or removed (negative)
+    above: float | None = None  # scale when the aggregate is above this ...
+    below: float | None = None  # ... or below this (exactly one of the two)
+    window: float = 10.0  # seconds the condition must hold without a break
+    cooldown: float = 30.0  # seconds after a scale of the role before another
+    step: int = 1  # units added (positive) or removed (negative)
     enabled: bool = True
 
     def describe(self) -> str:
@@ -43,9 +46,9 @@ class Policy:
 @dataclass(frozen=True)
 class Decision:
     policy: str
-    action: str              # "scale" | "hold" (breach, but cooldown or bound) | "none" | "waiting"
+    action: str  # "scale" | "hold" (breach, but cooldown or bound) | "none" | "waiting"
     reason: str
-    value: float | None      # the aggregate at the last sample
+    value: float | None  # the aggregate at the last sample
     size: int
     target: int
     values: dict[str, float] = dataclasses.field(default_factory=dict)  # per unit, last sample
@@ -88,18 +91,22 @@ def overridden(policies: Iterable[Policy], attributes: dict[str, Any]) -> list[P
     for key, value in attributes.items():
         if not key.startswith(POLICY_PREFIX):
             continue
-        name, _, field = key[len(POLICY_PREFIX):].rpartition(".")
+        name, _, field = key[len(POLICY_PREFIX) :].rpartition(".")
         if name not in by_name or field not in OVERRIDABLE:
-            raise InvalidInput(f"unknown attribute {key}: accepted are {POLICY_PREFIX}<policy>.<field> with "
-                               f"policy in {', '.join(sorted(by_name)) or '(none)'} and field in "
-                               f"{', '.join(OVERRIDABLE)}")
+            raise InvalidInput(
+                f"unknown attribute {key}: accepted are {POLICY_PREFIX}<policy>.<field> with "
+                f"policy in {', '.join(sorted(by_name)) or '(none)'} and field in "
+                f"{', '.join(OVERRIDABLE)}"
+            )
         changes.setdefault(name, {})[field] = _typed(key, field, value)
     result = []
     for policy in by_name.values():
         changed = changes.get(policy.name, {})
         if "above" in changed and policy.below is not None or "below" in changed and policy.above is not None:
-            raise InvalidInput(f"{POLICY_PREFIX}{policy.name}: a policy keeps its direction "
-                               f"({'below' if policy.below is not None else 'above'})")
+            raise InvalidInput(
+                f"{POLICY_PREFIX}{policy.name}: a policy keeps its direction "
+                f"({'below' if policy.below is not None else 'above'})"
+            )
         updated = dataclasses.replace(policy, **changed)
         check(updated, {policy.role})
         result.append(updated)
@@ -120,6 +127,19 @@ def bounds(role: str, lo: int, hi: int, attributes: dict[str, Any]) -> tuple[int
     return got[0], got[1]
 
 
+def check_overrides(profile: Profile, attributes: dict[str, Any]) -> None:
+    """The one check of an instance's `imsso.policy.*` and `imsso.scale.*` attributes against its
+    profile, refused with what is accepted."""
+    overridden(profile.policies, attributes)
+    for key in attributes:
+        if key.startswith(BOUND_PREFIX):
+            role_name, _, end = key[len(BOUND_PREFIX) :].rpartition(".")
+            if end not in ("min", "max"):
+                raise InvalidInput(f"unknown attribute {key}: accepted are {BOUND_PREFIX}<role>.min and .max")
+            role = profile.role(role_name)
+            bounds(role_name, role.min, role.max, attributes)
+
+
 def _typed(key: str, field: str, value: Any) -> Any:
     try:
         if field == "enabled":
@@ -131,16 +151,26 @@ def _typed(key: str, field: str, value: Any) -> Any:
             return int(str(value), 10)
         return float(value)
     except ValueError:
-        raise InvalidInput(f"{key} must be {'true or false' if field == 'enabled' else 'a number'}, "
-                           f"not {value!r}") from None
+        raise InvalidInput(
+            f"{key} must be {'true or false' if field == 'enabled' else 'a number'}, not {value!r}"
+        ) from None
 
 
 Sample = tuple[float, dict[str, float]]  # (time, metric value per unit)
 
 
-def evaluate(policy: Policy, samples: list[Sample], now: float, size: int, lo: int, hi: int,
-             last_scaled: float | None, interval: float) -> Decision:
+def evaluate(
+    policy: Policy,
+    samples: list[Sample],
+    now: float,
+    size: int,
+    lo: int,
+    hi: int,
+    last_scaled: float | None,
+    interval: float,
+) -> Decision:
     """What the policy asks now, from the samples of its metric (oldest first)."""
+
     def decide(action: str, reason: str, target: int = size) -> Decision:
         last = samples[-1][1] if samples else {}
         value = AGGREGATES[policy.aggregate](list(last.values())) if last else None
@@ -153,8 +183,12 @@ def evaluate(policy: Policy, samples: list[Sample], now: float, size: int, lo: i
     if not recent or recent[0][0] > now - policy.window + interval:
         return decide("waiting", f"collecting {policy.window:g} s of {policy.metric}")
     aggregates = [AGGREGATES[policy.aggregate](list(v.values())) for _, v in recent]
-    breach = all(a > policy.above for a in aggregates) if policy.above is not None \
-        else all(a < policy.below for a in aggregates)
+    above, below = policy.above, policy.below  # exactly one is set (check)
+    breach = (
+        all(a > above for a in aggregates)
+        if above is not None
+        else below is not None and all(a < below for a in aggregates)
+    )
     figure = f"{policy.describe()} ({', '.join(f'{a:.1f}' for a in aggregates[-3:])})"
     if not breach:
         return decide("none", f"within threshold: not {figure}")

@@ -15,13 +15,22 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 class Telemetry:
     def __init__(self, store: Store):
         self.registry = CollectorRegistry()
-        self.operations = Counter("imsso_operations", "Operations finished, by kind and result",
-                                  ["kind", "result"], registry=self.registry)
-        self.durations = Histogram("imsso_operation_duration_seconds", "Time from start to end of "
-                                   "operations, by kind", ["kind"], registry=self.registry,
-                                   buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600))
-        self.decisions = Counter("imsso_decisions", "Decisions of the runtime loop told as events, by "
-                                 "policy and action", ["policy", "action"], registry=self.registry)
+        self.operations = Counter(
+            "imsso_operations", "Operations finished, by kind and result", ["kind", "result"], registry=self.registry
+        )
+        self.durations = Histogram(
+            "imsso_operation_duration_seconds",
+            "Time from start to end of operations, by kind",
+            ["kind"],
+            registry=self.registry,
+            buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600),
+        )
+        self.decisions = Counter(
+            "imsso_decisions",
+            "Decisions of the runtime loop told as events, by policy and action",
+            ["policy", "action"],
+            registry=self.registry,
+        )
         self.registry.register(_StoreCollector(store))
 
     def operation_finished(self, op: Operation) -> None:

@@ -11,9 +11,9 @@ import hashlib
 import hmac
 
 # The SIP headers that carry them between units. Never sent to a UE (the P-CSCF removes them).
-DMQ_HEADER = "X-Imsso-Dmq-Key"      # on KDMQ between the S-CSCFs
-TERM_HEADER = "X-Imsso-Term-Key"    # on an S-CSCF's request to a P-CSCF's terminating path
-EDGE_HEADER = "X-Imsso-Edge-Key"    # on a P-CSCF's request to the core (REGISTER, originating)
+DMQ_HEADER = "X-Imsso-Dmq-Key"  # on KDMQ between the S-CSCFs
+TERM_HEADER = "X-Imsso-Term-Key"  # on an S-CSCF's request to a P-CSCF's terminating path
+EDGE_HEADER = "X-Imsso-Edge-Key"  # on a P-CSCF's request to the core (REGISTER, originating)
 
 
 def derive(secret: str, purpose: str) -> str:

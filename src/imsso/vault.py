@@ -27,8 +27,10 @@ from .model import OrchestratorError
 
 def ha1_pair(user: str, realm: str, password: str) -> tuple[str, str]:
     """SIP Digest's HA1 for the username `user` and for `user@realm` (Kamailio's ha1 and ha1b)."""
+
     def md5(text: str) -> str:
         return hashlib.md5(text.encode()).hexdigest()
+
     return md5(f"{user}:{realm}:{password}"), md5(f"{user}@{realm}:{realm}:{password}")
 
 
@@ -58,9 +60,11 @@ class Vault:
         try:
             return self._multi().decrypt(token.encode()).decode()
         except InvalidToken:
-            raise VaultError(f"a stored secret does not open with the keys in {self.key_file}: "
-                             "the file was replaced or belongs to another database (restore the key "
-                             "file this database was sealed with)") from None
+            raise VaultError(
+                f"a stored secret does not open with the keys in {self.key_file}: "
+                "the file was replaced or belongs to another database (restore the key "
+                "file this database was sealed with)"
+            ) from None
 
     def reseal(self, token: str) -> str:
         """`token` sealed again with the primary key (what a rotation does to every secret)."""
@@ -69,8 +73,10 @@ class Vault:
         try:
             return self._multi().rotate(token.encode()).decode()
         except InvalidToken:
-            raise VaultError(f"a stored secret does not open with the keys in {self.key_file}: "
-                             "restore the key file this database was sealed with") from None
+            raise VaultError(
+                f"a stored secret does not open with the keys in {self.key_file}: "
+                "restore the key file this database was sealed with"
+            ) from None
 
     def sealed_with_primary(self, token: str) -> bool:
         if not token:
@@ -93,9 +99,11 @@ class Vault:
             try:
                 st = self.key_file.stat()
             except FileNotFoundError:
-                raise VaultError(f"the secrets key file {self.key_file} is missing: the subscribers' "
-                                 "secrets cannot be opened without it (restore it from a backup, or "
-                                 "set IMSSO_SECRETS_KEY_FILE to where it is)") from None
+                raise VaultError(
+                    f"the secrets key file {self.key_file} is missing: the subscribers' "
+                    "secrets cannot be opened without it (restore it from a backup, or "
+                    "set IMSSO_SECRETS_KEY_FILE to where it is)"
+                ) from None
             stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
             if self._cache is None or self._cache[0] != stamp:
                 self._cache = (stamp, self._parse())
@@ -155,8 +163,10 @@ class Vault:
             try:
                 Fernet(line)
             except ValueError:
-                raise VaultError(f"the secrets key file {self.key_file} line {n} is not a Fernet key "
-                                 "(32 url-safe base64-encoded bytes, one key per line)") from None
+                raise VaultError(
+                    f"the secrets key file {self.key_file} line {n} is not a Fernet key "
+                    "(32 url-safe base64-encoded bytes, one key per line)"
+                ) from None
         if not lines:
             raise VaultError(f"the secrets key file {self.key_file} holds no key")
         return lines

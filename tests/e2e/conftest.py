@@ -19,9 +19,12 @@ def pytest_collection_modifyitems(items):
 def _tools_installed():
     missing = [tool for tool in ("kamailio", "sipp") if shutil.which(tool) is None]
     if missing:
-        pytest.fail(f"end-to-end tests need {', '.join(missing)}: apt-get install kamailio "
-                    "kamailio-extra-modules kamailio-utils-modules kamailio-sqlite-modules "
-                    "kamailio-json-modules sip-tester", pytrace=False)
+        pytest.fail(
+            f"end-to-end tests need {', '.join(missing)}: apt-get install kamailio "
+            "kamailio-extra-modules kamailio-utils-modules kamailio-sqlite-modules "
+            "kamailio-json-modules sip-tester",
+            pytrace=False,
+        )
 
 
 @pytest.fixture(scope="module")

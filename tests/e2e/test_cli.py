@@ -14,10 +14,21 @@ from harness import DNS_PORT, Sipp, wait_for
 
 
 def test_up_commands_and_down(tmp_path):
-    env = {**os.environ, "IMSSO_DATA_DIR": str(tmp_path / "data"), "IMSSO_LISTEN": "127.0.0.1:8054",
-           "IMSSO_ADDRESS_POOL": "127.104.0.0/16", "IMSSO_DNS_PORT": str(DNS_PORT), "COLUMNS": "200"}
-    up = subprocess.Popen([sys.executable, "-m", "imsso", "up", "--tenant", "newcomer"], env=env,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    env = {
+        **os.environ,
+        "IMSSO_DATA_DIR": str(tmp_path / "data"),
+        "IMSSO_LISTEN": "127.0.0.1:8054",
+        "IMSSO_ADDRESS_POOL": "127.104.0.0/16",
+        "IMSSO_DNS_PORT": str(DNS_PORT),
+        "COLUMNS": "200",
+    }
+    up = subprocess.Popen(
+        [sys.executable, "-m", "imsso", "up", "--tenant", "newcomer"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         lines = _read_until(up, "Serving.", timeout=90)
         text = "\n".join(lines)
@@ -30,8 +41,9 @@ def test_up_commands_and_down(tmp_path):
         cli_env = {**env, "IMSSO_TOKEN": token, "IMSSO_TENANT": "newcomer"}
 
         def imsso(*args: str) -> str:
-            done = subprocess.run([sys.executable, "-m", "imsso", *args], env=cli_env, capture_output=True,
-                                  text=True, timeout=120)
+            done = subprocess.run(
+                [sys.executable, "-m", "imsso", *args], env=cli_env, capture_output=True, text=True, timeout=120
+            )
             assert done.returncode == 0, done.stdout + done.stderr
             return done.stdout
 
@@ -41,11 +53,19 @@ def test_up_commands_and_down(tmp_path):
         assert "profile" in text and "ims" in text and "(username alice@ims.test)" in text
         register = ("register.xml", "carol", "carol-secret-1", "ims.test", "127.154.0.1")
         impi = ("-au", "carol@ims.test")  # the 3GPP profile's digest username: the private identity
-        assert Sipp(tmp_path, pcscf, *register, 5300, "-m", "1", "-key", "expires", "60",
-                    "-recv_timeout", "5000", *impi).run() == 0, "a subscriber added live registers at once"
+        assert (
+            Sipp(
+                tmp_path, pcscf, *register, 5300, "-m", "1", "-key", "expires", "60", "-recv_timeout", "5000", *impi
+            ).run()
+            == 0
+        ), "a subscriber added live registers at once"
         imsso("subscriber", "remove", "carol")
-        assert Sipp(tmp_path, pcscf, *register, 5310, "-m", "1", "-key", "expires", "60",
-                    "-recv_timeout", "5000", *impi).run() != 0, "a removed subscriber is refused at once"
+        assert (
+            Sipp(
+                tmp_path, pcscf, *register, 5310, "-m", "1", "-key", "expires", "60", "-recv_timeout", "5000", *impi
+            ).run()
+            != 0
+        ), "a removed subscriber is refused at once"
 
         assert "scale succeeded" in imsso("scale", "default", "scscf=2")
         shown = imsso("show", "default")
@@ -57,8 +77,13 @@ def test_up_commands_and_down(tmp_path):
         assert _units_running(tmp_path), "the IMS outlives the service"
 
         # `imsso up` again: the running IMS is adopted as it is, with the same P-CSCF.
-        up = subprocess.Popen([sys.executable, "-m", "imsso", "up", "--tenant", "newcomer"], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        up = subprocess.Popen(
+            [sys.executable, "-m", "imsso", "up", "--tenant", "newcomer"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         again = "\n".join(_read_until(up, "Serving.", timeout=60))
         assert f"sip:{pcscf}:5060" in again and "deploy:" not in again, again
         up.send_signal(signal.SIGINT)
@@ -68,8 +93,13 @@ def test_up_commands_and_down(tmp_path):
             up.kill()
             up.wait()
 
-    down = subprocess.run([sys.executable, "-m", "imsso", "down", "--tenant", "newcomer"], env=env,
-                          capture_output=True, text=True, timeout=120)
+    down = subprocess.run(
+        [sys.executable, "-m", "imsso", "down", "--tenant", "newcomer"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert down.returncode == 0, down.stdout + down.stderr
     assert "dispose succeeded" in down.stdout and "imsso stopped" in down.stdout
     wait_for(lambda: not _units_running(tmp_path), 10, "no unit process left")
@@ -94,5 +124,8 @@ def _units_running(tmp_path) -> bool:
     import psutil
 
     marker = str(tmp_path / "data" / "instances")
-    return any(marker in " ".join(p.info["cmdline"] or ())
-               for p in psutil.process_iter(["cmdline", "status"]) if p.info["status"] != "zombie")
+    return any(
+        marker in " ".join(p.info["cmdline"] or ())
+        for p in psutil.process_iter(["cmdline", "status"])
+        if p.info["status"] != "zombie"
+    )

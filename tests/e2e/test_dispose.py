@@ -85,8 +85,9 @@ def test_imsso_dispose_during_a_deploy(server):
     assert created.status_code == 202, created.text
     deploy = created.json()["operation"]
     env = {**os.environ, "IMSSO_URL": server.url, "IMSSO_TOKEN": api.token, "IMSSO_TENANT": "cli-dispose"}
-    done = subprocess.run([sys.executable, "-m", "imsso", "dispose", "cli-dispose"], env=env,
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "imsso", "dispose", "cli-dispose"], env=env, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "dispose succeeded" in done.stdout
     chain = _chain(api, deploy["id"])  # the deploy, and the provision if the deploy ended first

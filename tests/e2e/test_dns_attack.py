@@ -44,8 +44,7 @@ def test_the_dns_unit_survives_malformed_queries_and_200_held_connections(server
     held = [socket.create_connection((dns, DNS_PORT), timeout=3) for _ in range(200)]
     try:
         for tcp in (False, True):  # UDP, and a new TCP connection while 200 are held
-            assert probes.dns_query(dns, DNS_PORT, f"{pcscf['name']}.{domain}", "A", tcp=tcp) == \
-                [pcscf["address"]]
+            assert probes.dns_query(dns, DNS_PORT, f"{pcscf['name']}.{domain}", "A", tcp=tcp) == [pcscf["address"]]
             srv = probes.dns_query(dns, DNS_PORT, f"_sip._udp.{domain}", "SRV", tcp=tcp)
             assert srv and all(f"{pcscf['name']}.{domain}." in record for record in srv), srv
     finally:

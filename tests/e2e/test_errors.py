@@ -39,49 +39,90 @@ def test_authentication_statuses(server):
     assert wrong_tenant.status_code == 403
     # Bob's own token, Alice's instance: as if it did not exist.
     assert occi(server, "GET", "/orchestrator/default", bob, "bob-co").status_code == 404
-    instance_id = httpx.get(server.url + "/v1/instances/default", timeout=10,
-                            headers={"X-Auth-Token": alice, "X-Tenant-Name": "alice-co"}).json()["id"]
-    assert httpx.get(server.url + f"/v1/instances/{instance_id}", timeout=10,
-                     headers={"X-Auth-Token": bob, "X-Tenant-Name": "bob-co"}).status_code == 404
+    instance_id = httpx.get(
+        server.url + "/v1/instances/default", timeout=10, headers={"X-Auth-Token": alice, "X-Tenant-Name": "alice-co"}
+    ).json()["id"]
+    assert (
+        httpx.get(
+            server.url + f"/v1/instances/{instance_id}",
+            timeout=10,
+            headers={"X-Auth-Token": bob, "X-Tenant-Name": "bob-co"},
+        ).status_code
+        == 404
+    )
     expired = server.token("alice-co", ttl=1)
-    wait_for(lambda: occi(server, "GET", "/orchestrator/default", expired, "alice-co").status_code == 401,
-             10, "the 1 s token to expire")
+    wait_for(
+        lambda: occi(server, "GET", "/orchestrator/default", expired, "alice-co").status_code == 401,
+        10,
+        "the 1 s token to expire",
+    )
     assert occi(server, "DELETE", "/orchestrator/default", alice, "alice-co").status_code == 200
 
 
 def test_bad_occi_requests(server):
     token = server.token("bad-input")
-    bad_attr = occi(server, "PUT", "/orchestrator/default", token, "bad-input", Category=KIND,
-                    **{"X-OCCI-Attribute": 'mcn.endpoint.maas=160.85.4.50"'})
+    bad_attr = occi(
+        server,
+        "PUT",
+        "/orchestrator/default",
+        token,
+        "bad-input",
+        Category=KIND,
+        **{"X-OCCI-Attribute": 'mcn.endpoint.maas=160.85.4.50"'},
+    )
     assert bad_attr.status_code == 400
     assert "X-OCCI-Attribute" in bad_attr.text and "160.85.4.50" in bad_attr.text
 
     no_scheme = occi(server, "PUT", "/orchestrator/default", token, "bad-input", Category="orchestrator")
     assert no_scheme.status_code == 400 and "Category" in no_scheme.text
 
-    unknown = occi(server, "PUT", "/orchestrator/default", token, "bad-input",
-                   Category='switch; scheme="http://example.org/occi#"')
+    unknown = occi(
+        server, "PUT", "/orchestrator/default", token, "bad-input", Category='switch; scheme="http://example.org/occi#"'
+    )
     assert unknown.status_code == 400 and "unknown category" in unknown.text
 
-    too_big = occi(server, "PUT", "/orchestrator/default", token, "bad-input", Category=KIND,
-                   **{"X-OCCI-Attribute": "imsso.size.scscf=9"})
+    too_big = occi(
+        server,
+        "PUT",
+        "/orchestrator/default",
+        token,
+        "bad-input",
+        Category=KIND,
+        **{"X-OCCI-Attribute": "imsso.size.scscf=9"},
+    )
     assert too_big.status_code == 400 and "between 1 and 5" in too_big.text
 
-    unknown_attr = occi(server, "PUT", "/orchestrator/default", token, "bad-input", Category=KIND,
-                        **{"X-OCCI-Attribute": 'colour="blue"'})
+    unknown_attr = occi(
+        server,
+        "PUT",
+        "/orchestrator/default",
+        token,
+        "bad-input",
+        Category=KIND,
+        **{"X-OCCI-Attribute": 'colour="blue"'},
+    )
     assert unknown_attr.status_code == 400 and "colour" in unknown_attr.text
 
     assert occi(server, "PUT", "/orchestrator/default", token, "bad-input", Category=KIND).status_code == 201
-    early = occi(server, "POST", "/orchestrator/default?action=provision", token, "bad-input",
-                 Category=f'provision; scheme="{SCHEME}"')
+    early = occi(
+        server,
+        "POST",
+        "/orchestrator/default?action=provision",
+        token,
+        "bad-input",
+        Category=f'provision; scheme="{SCHEME}"',
+    )
     assert early.status_code == 400 and "deploy it first" in early.text
     bogus = occi(server, "POST", "/orchestrator/default?action=explode", token, "bad-input")
     assert bogus.status_code == 400 and "deploy, provision" in bogus.text
     assert occi(server, "PATCH", "/orchestrator/default", token, "bad-input").status_code == 405
-    assert occi(server, "GET", "/orchestrator/default", token, "bad-input",
-                Accept="image/png").status_code == 406
-    xml = httpx.post(server.url + "/orchestrator/default", content=b"<x/>", timeout=10, headers={
-        "Content-Type": "application/xml", "X-Auth-Token": token, "X-Tenant-Name": "bad-input"})
+    assert occi(server, "GET", "/orchestrator/default", token, "bad-input", Accept="image/png").status_code == 406
+    xml = httpx.post(
+        server.url + "/orchestrator/default",
+        content=b"<x/>",
+        timeout=10,
+        headers={"Content-Type": "application/xml", "X-Auth-Token": token, "X-Tenant-Name": "bad-input"},
+    )
     assert xml.status_code == 415
     assert occi(server, "DELETE", "/orchestrator/default", token, "bad-input").status_code == 200
 
@@ -124,8 +165,12 @@ def test_address_in_use_fails_the_deploy_with_the_address(fresh_server):
 
 def test_kamailio_missing_names_the_packages(tmp_path):
     path = os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if not p.endswith("sbin"))
-    srv = Server(tmp_path / "imsso", "127.0.0.1:8053", "127.103.0.0/16",
-                 env={"PATH": f"{os.path.dirname(sys.executable)}{os.pathsep}{path}"})
+    srv = Server(
+        tmp_path / "imsso",
+        "127.0.0.1:8053",
+        "127.103.0.0/16",
+        env={"PATH": f"{os.path.dirname(sys.executable)}{os.pathsep}{path}"},
+    )
     srv.start()
     try:
         api = srv.api("nokam")

@@ -34,8 +34,11 @@ def test_user_guide_end_to_end(server):
     attrs = wait_for(lambda: _in_state(kid, tenant, "deployed"), 60, "deployed")
     assert attrs["occi.mcn.stack.state"] == '"CREATE_COMPLETE"'
     endpoints = {k: v for k, v in attrs.items() if k.startswith("mcn.endpoint.")}
-    assert {"mcn.endpoint.pcscf-1.local.private", "mcn.endpoint.scscf-1.local.private",
-            "mcn.endpoint.dns-1.local.private"} <= set(endpoints)
+    assert {
+        "mcn.endpoint.pcscf-1.local.private",
+        "mcn.endpoint.scscf-1.local.private",
+        "mcn.endpoint.dns-1.local.private",
+    } <= set(endpoints)
 
     status, body = curl(PROVISION, kid, tenant)
     assert status == 200, body
@@ -65,25 +68,74 @@ def _in_state(kid: str, tenant: str, state: str) -> dict[str, str] | None:
 def test_service_manager_collection_creates_deploys_and_provisions(server):
     kid, tenant = server.token("sm-tenant"), "sm-tenant"
     created = subprocess.run(
-        ["curl", "-s", "-i", "-X", "POST", "http://127.0.0.1:8051/ims/", "-H", "Content-Type: text/occi",
-         "-H", 'Category: ims; scheme="http://schemas.mobile-cloud-networking.eu/occi/sm#"',
-         "-H", f"X-Auth-Token: {kid}", "-H", f"X-Tenant-Name: {tenant}"],
-        capture_output=True, text=True, timeout=30).stdout
+        [
+            "curl",
+            "-s",
+            "-i",
+            "-X",
+            "POST",
+            "http://127.0.0.1:8051/ims/",
+            "-H",
+            "Content-Type: text/occi",
+            "-H",
+            'Category: ims; scheme="http://schemas.mobile-cloud-networking.eu/occi/sm#"',
+            "-H",
+            f"X-Auth-Token: {kid}",
+            "-H",
+            f"X-Tenant-Name: {tenant}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    ).stdout
     assert created.startswith("HTTP/1.1 201"), created
     location = re.search(r"^location: (\S+)", created, re.M | re.I).group(1)
     assert re.match(r"http://127\.0\.0\.1:8051/ims/[0-9a-f-]{36}$", location)
-    listed = subprocess.run(["curl", "-s", "http://127.0.0.1:8051/ims/", "-H", "Accept: text/uri-list",
-                             "-H", f"X-Auth-Token: {kid}", "-H", f"X-Tenant-Name: {tenant}"],
-                            capture_output=True, text=True, timeout=30).stdout
+    listed = subprocess.run(
+        [
+            "curl",
+            "-s",
+            "http://127.0.0.1:8051/ims/",
+            "-H",
+            "Accept: text/uri-list",
+            "-H",
+            f"X-Auth-Token: {kid}",
+            "-H",
+            f"X-Tenant-Name: {tenant}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    ).stdout
     assert location in listed.split()
 
     def active():
-        body = subprocess.run(["curl", "-s", location, "-H", f"X-Auth-Token: {kid}",
-                               "-H", f"X-Tenant-Name: {tenant}"], capture_output=True, text=True).stdout
+        body = subprocess.run(
+            ["curl", "-s", location, "-H", f"X-Auth-Token: {kid}", "-H", f"X-Tenant-Name: {tenant}"],
+            capture_output=True,
+            text=True,
+        ).stdout
         return 'mcn.service.state="active"' in body
 
     wait_for(active, 60, "the /ims/ instance to be deployed and provisioned")
-    deleted = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "DELETE", location,
-                              "-H", f"X-Auth-Token: {kid}", "-H", f"X-Tenant-Name: {tenant}"],
-                             capture_output=True, text=True, timeout=30).stdout
+    deleted = subprocess.run(
+        [
+            "curl",
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-X",
+            "DELETE",
+            location,
+            "-H",
+            f"X-Auth-Token: {kid}",
+            "-H",
+            f"X-Tenant-Name: {tenant}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    ).stdout
     assert deleted == "200"

@@ -46,16 +46,26 @@ def message(code: int, origin: str, *avps, app: int = APP_CX) -> Message:
 
 
 def cer(origin: str) -> Message:
-    return message(CODE_CE, origin, avp("Host-IP-Address", "127.0.0.1"), avp("Vendor-Id", VENDOR_3GPP),
-                   avp("Product-Name", "attacker"),
-                   avp("Vendor-Specific-Application-Id", [avp("Vendor-Id", VENDOR_3GPP),
-                                                           avp("Auth-Application-Id", APP_CX)]), app=0)
+    return message(
+        CODE_CE,
+        origin,
+        avp("Host-IP-Address", "127.0.0.1"),
+        avp("Vendor-Id", VENDOR_3GPP),
+        avp("Product-Name", "attacker"),
+        avp("Vendor-Specific-Application-Id", [avp("Vendor-Id", VENDOR_3GPP), avp("Auth-Application-Id", APP_CX)]),
+        app=0,
+    )
 
 
 def mar(origin: str) -> Message:
-    return message(CODE_MAR, origin, avp("User-Name", "alice@ims.test"),
-                   avp("Public-Identity", "sip:alice@ims.test"), avp("SIP-Number-Auth-Items", 1),
-                   avp("SIP-Auth-Data-Item", [avp("SIP-Authentication-Scheme", "Digest-MD5")]))
+    return message(
+        CODE_MAR,
+        origin,
+        avp("User-Name", "alice@ims.test"),
+        avp("Public-Identity", "sip:alice@ims.test"),
+        avp("SIP-Number-Auth-Items", 1),
+        avp("SIP-Auth-Data-Item", [avp("SIP-Authentication-Scheme", "Digest-MD5")]),
+    )
 
 
 def exchange(address: str, *requests: Message, source: str | None = None) -> list[Message]:
@@ -99,22 +109,55 @@ def test_the_instance_hss_serves_only_its_own_cscfs(server, tmp_path):
     # the instance's own CSCFs are still served: a user registers through them
     passwords = {s["user"]: s["password"] for s in api.subscribers("core")}
     pcscf = next(u["address"] for u in instance["units"] if u["role"] == "pcscf")
-    reg = Sipp(tmp_path, pcscf, "register.xml", "alice", passwords["alice"], "ims.test", CLIENT, 6100,
-               "-au", "alice@ims.test", "-key", "expires", "300", "-m", "1", "-recv_timeout", "10000")
+    reg = Sipp(
+        tmp_path,
+        pcscf,
+        "register.xml",
+        "alice",
+        passwords["alice"],
+        "ims.test",
+        CLIENT,
+        6100,
+        "-au",
+        "alice@ims.test",
+        "-key",
+        "expires",
+        "300",
+        "-m",
+        "1",
+        "-recv_timeout",
+        "10000",
+    )
     assert reg.run() == 0, reg.output()
     assert status(instance)["registered_impus"] >= 1
 
     # SIGKILL the HSS; the heal starts it again on its folder: alice is still registered there
     registered = status(instance)["registered_impus"]
     os.kill(hss_of(instance)["pid"], signal.SIGKILL)
-    wait_for(lambda: hss_of(api.get("/v1/instances/core").json())["state"] == "failed", 20,
-             "the HSS shown failed")
+    wait_for(lambda: hss_of(api.get("/v1/instances/core").json())["state"] == "failed", 20, "the HSS shown failed")
     op = api.wait_operation(api.post("/v1/instances/core/actions/provision").json()["id"])
     assert op["state"] == "succeeded", op["error"]
     healed = api.get("/v1/instances/core").json()
     assert hss_of(healed)["pid"] != hss_of(instance)["pid"]
     assert status(healed)["registered_impus"] == registered
-    again = Sipp(tmp_path, pcscf, "register.xml", "alice", passwords["alice"], "ims.test", CLIENT, 6110,
-                 "-au", "alice@ims.test", "-key", "expires", "300", "-m", "1", "-recv_timeout", "10000")
+    again = Sipp(
+        tmp_path,
+        pcscf,
+        "register.xml",
+        "alice",
+        passwords["alice"],
+        "ims.test",
+        CLIENT,
+        6110,
+        "-au",
+        "alice@ims.test",
+        "-key",
+        "expires",
+        "300",
+        "-m",
+        "1",
+        "-recv_timeout",
+        "10000",
+    )
     assert again.run() == 0, again.output()  # the CSCFs' cdp reconnected and were accepted
     assert api.wait_operation(api.delete("/v1/instances/core").json()["id"])["state"] == "succeeded"

@@ -13,7 +13,7 @@ from harness import DNS_PORT, SCENARIOS, Sipp, wait_for
 from imsso.drivers.local import probes
 from imsso.hss.milenage import opc_from_op
 
-K = b"imssoTestKey0016"   # as register_aka.xml has them (sipp takes raw 16-byte strings)
+K = b"imssoTestKey0016"  # as register_aka.xml has them (sipp takes raw 16-byte strings)
 OP = b"imssoTestOP00016"
 AMF = b"AM"
 CLIENT = "127.157.0.1"
@@ -21,8 +21,24 @@ CLIENT = "127.157.0.1"
 
 def sipp(tmp_path, pcscf: str, scenario: str, user: str, password: str, port: int, *extra: str) -> Sipp:
     """A UE of the IMS: its private identity is user@domain."""
-    return Sipp(tmp_path, pcscf, scenario, user, password, "ims.test", CLIENT, port,
-                "-au", f"{user}@ims.test", "-key", "expires", "300", "-recv_timeout", "10000", *extra)
+    return Sipp(
+        tmp_path,
+        pcscf,
+        scenario,
+        user,
+        password,
+        "ims.test",
+        CLIENT,
+        port,
+        "-au",
+        f"{user}@ims.test",
+        "-key",
+        "expires",
+        "300",
+        "-recv_timeout",
+        "10000",
+        *extra,
+    )
 
 
 def hss_status(instance) -> dict:
@@ -42,8 +58,10 @@ def test_ims_registers_calls_and_refuses(server, tmp_path):
     # More subscribers, so that two of them sit on different S-CSCFs (the HSS picks by crc32).
     for user in ("dave", "erin", "frank"):
         passwords[user] = f"pw-{user}-secret"
-        assert api.post("/v1/instances/core/subscribers",
-                        json={"user": user, "password": passwords[user]}).status_code == 201
+        assert (
+            api.post("/v1/instances/core/subscribers", json={"user": user, "password": passwords[user]}).status_code
+            == 201
+        )
     scscfs = hss_status(instance)["scscfs"]
     assert len(scscfs) == 2
 
@@ -57,9 +75,10 @@ def test_ims_registers_calls_and_refuses(server, tmp_path):
     assert set(status["registered_per_scscf"]) == set(scscfs)  # both S-CSCFs took users
 
     # AKA: K and OPc provisioned through the API; the 401 carries the HSS's vector.
-    added = api.post("/v1/instances/core/subscribers",
-                     json={"user": "carol", "k": K.hex(), "opc": opc_from_op(K, OP).hex(),
-                           "amf": AMF.hex()})
+    added = api.post(
+        "/v1/instances/core/subscribers",
+        json={"user": "carol", "k": K.hex(), "opc": opc_from_op(K, OP).hex(), "amf": AMF.hex()},
+    )
     assert added.status_code == 201 and added.json()["auth"] == ["aka"]
     shown = api.client.get("/v1/instances/core/subscribers/carol").text.lower()
     assert K.hex() not in shown and opc_from_op(K, OP).hex() not in shown, "K and OPc never come back"
@@ -69,12 +88,39 @@ def test_ims_registers_calls_and_refuses(server, tmp_path):
     # A call between two subscribers on different S-CSCFs: the terminating one is found by LIR.
     caller, callee = _on_different_scscfs(passwords, scscfs)
     lir_before = sum(hss_status(instance)["requests"].get("LIR", {}).values())
-    callee_ue = sipp(tmp_path, pcscf, "uas_call.xml", callee, passwords[callee], 5700,
-                     "-oocsf", str(SCENARIOS / "uas_call.xml"), "-m", "1", "-recv_timeout", "30000").start()
+    callee_ue = sipp(
+        tmp_path,
+        pcscf,
+        "uas_call.xml",
+        callee,
+        passwords[callee],
+        5700,
+        "-oocsf",
+        str(SCENARIOS / "uas_call.xml"),
+        "-m",
+        "1",
+        "-recv_timeout",
+        "30000",
+    ).start()
     try:
         wait_for(lambda: hss_status(instance)["registered_impus"] >= len(passwords), 20, "the callee")
-        caller_ue = sipp(tmp_path, pcscf, "ims_uac_call.xml", caller, passwords[caller], 5710,
-                         "-key", "callee", callee, "-d", "500", "-m", "1", "-recv_timeout", "20000")
+        caller_ue = sipp(
+            tmp_path,
+            pcscf,
+            "ims_uac_call.xml",
+            caller,
+            passwords[caller],
+            5710,
+            "-key",
+            "callee",
+            callee,
+            "-d",
+            "500",
+            "-m",
+            "1",
+            "-recv_timeout",
+            "20000",
+        )
         assert caller_ue.run() == 0, caller_ue.output()
         assert callee_ue.wait() == 0, callee_ue.output()
     finally:
@@ -83,8 +129,25 @@ def test_ims_registers_calls_and_refuses(server, tmp_path):
 
     # De-registration of dave's contact (Expires 0): the HSS no longer has the user registered.
     before = hss_status(instance)["registered_impus"]
-    dereg = Sipp(tmp_path, pcscf, "register.xml", "dave", passwords["dave"], "ims.test", CLIENT, ports["dave"],
-                 "-au", "dave@ims.test", "-key", "expires", "0", "-m", "1", "-recv_timeout", "10000")
+    dereg = Sipp(
+        tmp_path,
+        pcscf,
+        "register.xml",
+        "dave",
+        passwords["dave"],
+        "ims.test",
+        CLIENT,
+        ports["dave"],
+        "-au",
+        "dave@ims.test",
+        "-key",
+        "expires",
+        "0",
+        "-m",
+        "1",
+        "-recv_timeout",
+        "10000",
+    )
     assert dereg.run() == 0, (dereg.output(), hss_status(instance)["requests"])
     wait_for(lambda: hss_status(instance)["registered_impus"] == before - 1, 10, "dave de-registered")
 
@@ -150,8 +213,14 @@ def test_ims_scales_p_and_s_cscfs_and_restarts_a_killed_i_cscf(server, tmp_path)
 
     icscf = next(u for u in shrunk["units"] if u["role"] == "icscf")
     os.kill(icscf["pid"], signal.SIGKILL)
-    wait_for(lambda: next(u for u in api.get("/v1/instances/core").json()["units"]
-                          if u["name"] == icscf["name"])["state"] == "failed", 20, "the I-CSCF shown failed")
+    wait_for(
+        lambda: (
+            next(u for u in api.get("/v1/instances/core").json()["units"] if u["name"] == icscf["name"])["state"]
+            == "failed"
+        ),
+        20,
+        "the I-CSCF shown failed",
+    )
     op = api.wait_operation(api.post("/v1/instances/core/actions/provision").json()["id"])
     assert op["state"] == "succeeded", op["error"]
     reg = sipp(tmp_path, pcscf, "register.xml", "alice", passwords["alice"], 5930, "-m", "1")

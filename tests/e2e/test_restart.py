@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import pg
 import psutil
 import pytest
 
+import pg
 from harness import Server, Sipp, in_location, wait_for
 
 
@@ -87,8 +87,23 @@ def test_a_dead_unit_is_shown_failed_and_provision_brings_it_back_in_sync(server
     instance = api.create("dying", sizes={"scscf": 2})
     pcscf = next(u["address"] for u in instance["units"] if u["role"] == "pcscf")
     for n, sub in enumerate(api.subscribers("dying")):
-        reg = Sipp(tmp_path, pcscf, "register.xml", sub["user"], sub["password"], instance["domain"],
-                   "127.152.0.1", 5400 + 10 * n, "-key", "expires", "600", "-m", "1", "-recv_timeout", "5000")
+        reg = Sipp(
+            tmp_path,
+            pcscf,
+            "register.xml",
+            sub["user"],
+            sub["password"],
+            instance["domain"],
+            "127.152.0.1",
+            5400 + 10 * n,
+            "-key",
+            "expires",
+            "600",
+            "-m",
+            "1",
+            "-recv_timeout",
+            "5000",
+        )
         assert reg.run() == 0, reg.output()
     victim = next(u for u in instance["units"] if u["name"] == "scscf-1")
     psutil.Process(victim["pid"]).kill()  # the main process only: its children linger
@@ -106,8 +121,11 @@ def test_a_dead_unit_is_shown_failed_and_provision_brings_it_back_in_sync(server
     units = {u["name"]: u for u in api.get("/v1/instances/dying").json()["units"]}
     assert units["scscf-1"]["state"] == "running" and units["scscf-1"]["pid"] != victim["pid"]
     # The new scscf-1 joined scscf-2 and got the registrations made before its death.
-    wait_for(lambda: in_location(victim["address"], "alice@") and in_location(victim["address"], "bob@"),
-             15, "the restarted S-CSCF to sync the location table")
+    wait_for(
+        lambda: in_location(victim["address"], "alice@") and in_location(victim["address"], "bob@"),
+        15,
+        "the restarted S-CSCF to sync the location table",
+    )
     assert api.wait_operation(api.delete("/v1/instances/dying").json()["id"])["state"] == "succeeded"
 
 

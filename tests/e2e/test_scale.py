@@ -20,9 +20,28 @@ def test_scale_out_and_in_under_registration_load_loses_nothing(server, tmp_path
         added = api.post("/v1/instances/scaling/subscribers", json={"user": user, "password": passwords[user]})
         assert added.status_code == 201, added.text
     # Each user re-registers 3 times a second for 20 s: the whole scaling happens under this load.
-    loads = [Sipp(tmp_path, pcscf, "register.xml", user, passwords[user], instance["domain"],
-                  "127.151.0.1", 5200 + 10 * n, "-key", "expires", "60", "-r", "3", "-m", "60",
-                  "-recv_timeout", "5000").start() for n, user in enumerate(USERS)]
+    loads = [
+        Sipp(
+            tmp_path,
+            pcscf,
+            "register.xml",
+            user,
+            passwords[user],
+            instance["domain"],
+            "127.151.0.1",
+            5200 + 10 * n,
+            "-key",
+            "expires",
+            "60",
+            "-r",
+            "3",
+            "-m",
+            "60",
+            "-recv_timeout",
+            "5000",
+        ).start()
+        for n, user in enumerate(USERS)
+    ]
     try:
         scscf1 = _scscfs(api)[0]
         pcscf_pid = _pid(api, "pcscf-1")
@@ -32,8 +51,11 @@ def test_scale_out_and_in_under_registration_load_loses_nothing(server, tmp_path
         scscfs = _scscfs(api)
         assert len(scscfs) == 3
         for address in scscfs:  # a new S-CSCF has every registration, synced on join
-            wait_for(lambda: all(in_location(address, f"{u}@") for u in USERS), 20,
-                     f"all users in the location table of {address}")
+            wait_for(
+                lambda: all(in_location(address, f"{u}@") for u in USERS),
+                20,
+                f"all users in the location table of {address}",
+            )
 
         _scale(api, 1)
         assert _scscfs(api) == [scscf1]

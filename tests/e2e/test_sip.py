@@ -24,22 +24,72 @@ def test_register_and_call_between_two_subscribers(server, tmp_path):
 
     # REGISTER: the scenario requires a 401 challenge, then a 200 to the digest answer.
     for n, (user, password) in enumerate(sorted(subs.items())):
-        reg = Sipp(tmp_path, pcscf, "register.xml", user, password, domain, "127.150.0.1", 5070 + 10 * n,
-                   "-key", "expires", "300", "-m", "1", "-recv_timeout", "10000")
+        reg = Sipp(
+            tmp_path,
+            pcscf,
+            "register.xml",
+            user,
+            password,
+            domain,
+            "127.150.0.1",
+            5070 + 10 * n,
+            "-key",
+            "expires",
+            "300",
+            "-m",
+            "1",
+            "-recv_timeout",
+            "10000",
+        )
         assert reg.run() == 0, reg.output()
         assert in_location(scscf, f"127.150.0.1:{5070 + 10 * n}")
 
-    bob = Sipp(tmp_path, pcscf, "uas_call.xml", "bob", subs["bob"], domain, "127.150.0.2", 5080,
-               "-oocsf", str(SCENARIOS / "uas_call.xml"), "-key", "expires", "300", "-m", "1",
-               "-recv_timeout", "30000").start()
+    bob = Sipp(
+        tmp_path,
+        pcscf,
+        "uas_call.xml",
+        "bob",
+        subs["bob"],
+        domain,
+        "127.150.0.2",
+        5080,
+        "-oocsf",
+        str(SCENARIOS / "uas_call.xml"),
+        "-key",
+        "expires",
+        "300",
+        "-m",
+        "1",
+        "-recv_timeout",
+        "30000",
+    ).start()
     try:
         # Bob's fresh contact must be the binding the call reaches.
         wait_for(lambda: in_location(scscf, "127.150.0.2:5080"), 20, "bob's new contact")
-        alice = Sipp(tmp_path, pcscf, "uac_call.xml", "alice", subs["alice"], domain, "127.150.0.3", 5090,
-                     "-key", "expires", "300", "-key", "callee", "bob", "-d", "500", "-m", "1",
-                     "-recv_timeout", "20000")
+        alice = Sipp(
+            tmp_path,
+            pcscf,
+            "uac_call.xml",
+            "alice",
+            subs["alice"],
+            domain,
+            "127.150.0.3",
+            5090,
+            "-key",
+            "expires",
+            "300",
+            "-key",
+            "callee",
+            "bob",
+            "-d",
+            "500",
+            "-m",
+            "1",
+            "-recv_timeout",
+            "20000",
+        )
         assert alice.run() == 0, alice.output()  # INVITE, 407, INVITE, 180, 200, ACK, BYE, 200
-        assert bob.wait() == 0, bob.output()      # INVITE answered 180 and 200, ACK, BYE answered
+        assert bob.wait() == 0, bob.output()  # INVITE answered 180 and 200, ACK, BYE answered
     finally:
         bob.stop()
 
@@ -52,11 +102,25 @@ def test_register_and_call_between_two_subscribers(server, tmp_path):
         refused = other.post(f"http://{scscf}:5080/RPC", json={"jsonrpc": "2.0", "method": "core.uptime", "id": 1})
     assert refused.status_code == 403
 
-    wrong = Sipp(tmp_path, pcscf, "register.xml", "alice", "not-the-password", domain, "127.150.0.4",
-                 5100, "-key", "expires", "300", "-m", "1", "-recv_timeout", "5000")
+    wrong = Sipp(
+        tmp_path,
+        pcscf,
+        "register.xml",
+        "alice",
+        "not-the-password",
+        domain,
+        "127.150.0.4",
+        5100,
+        "-key",
+        "expires",
+        "300",
+        "-m",
+        "1",
+        "-recv_timeout",
+        "5000",
+    )
     assert wrong.run() != 0, "a wrong password is refused"
     assert api.wait_operation(api.delete("/v1/instances/sipcall").json()["id"])["state"] == "succeeded"
-
 
 
 def test_a_subscriber_added_with_a_password_registers_against_ha1_kept_alone(server, tmp_path):
@@ -80,11 +144,43 @@ def test_a_subscriber_added_with_a_password_registers_against_ha1_kept_alone(ser
 
     # username "carol" is checked against ha1, "carol@ha1core domain" against ha1b
     for n, username in enumerate(("carol", f"carol@{instance['domain']}")):
-        reg = Sipp(tmp_path, pcscf, "register.xml", "carol", password, instance["domain"], "127.150.0.5",
-                   5120 + 10 * n, "-au", username, "-key", "expires", "60", "-m", "1", "-recv_timeout", "10000")
+        reg = Sipp(
+            tmp_path,
+            pcscf,
+            "register.xml",
+            "carol",
+            password,
+            instance["domain"],
+            "127.150.0.5",
+            5120 + 10 * n,
+            "-au",
+            username,
+            "-key",
+            "expires",
+            "60",
+            "-m",
+            "1",
+            "-recv_timeout",
+            "10000",
+        )
         assert reg.run() == 0, reg.output()
-    wrong = Sipp(tmp_path, pcscf, "register.xml", "carol", "carol-Secret-8", instance["domain"],
-                 "127.150.0.5", 5140, "-key", "expires", "60", "-m", "1", "-recv_timeout", "5000")
+    wrong = Sipp(
+        tmp_path,
+        pcscf,
+        "register.xml",
+        "carol",
+        "carol-Secret-8",
+        instance["domain"],
+        "127.150.0.5",
+        5140,
+        "-key",
+        "expires",
+        "60",
+        "-m",
+        "1",
+        "-recv_timeout",
+        "5000",
+    )
     assert wrong.run() != 0, "a wrong password is refused"
     assert api.wait_operation(api.delete("/v1/instances/ha1core").json()["id"])["state"] == "succeeded"
 
@@ -108,11 +204,13 @@ def _status_of(target: str, request_line: str, source: str = "127.150.0.8") -> i
         sock.bind((source, 0))
         sock.settimeout(2)
         port = sock.getsockname()[1]
-        message = (f"{request_line}\r\nVia: SIP/2.0/UDP {source}:{port};branch=z9hG4bK-kdmq-test\r\n"
-                   f"From: <sip:intruder@{source}>;tag=1\r\nTo: <sip:usrloc@{target}>\r\n"
-                   "Call-ID: kdmq-test\r\nCSeq: 1 KDMQ\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n")
+        message = (
+            f"{request_line}\r\nVia: SIP/2.0/UDP {source}:{port};branch=z9hG4bK-kdmq-test\r\n"
+            f"From: <sip:intruder@{source}>;tag=1\r\nTo: <sip:usrloc@{target}>\r\n"
+            "Call-ID: kdmq-test\r\nCSeq: 1 KDMQ\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        )
         sock.sendto(message.encode(), (target, 5060))
         try:
             return int(sock.recv(4096).decode().split()[1])
-        except socket.timeout:
+        except TimeoutError:
             return None

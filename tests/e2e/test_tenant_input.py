@@ -14,17 +14,35 @@ SCHEME = "http://schemas.mobile-cloud-networking.eu/occi/service#"
 KIND = f'orchestrator; scheme="{SCHEME}"'
 
 
-@pytest.mark.parametrize("name", ["{folder}", "{folder}/", "../../../../../../..{folder}",
-                                  "sip-core/../../../../../../..{folder}", "./sip-core", "..", "."])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "{folder}",
+        "{folder}/",
+        "../../../../../../..{folder}",
+        "sip-core/../../../../../../..{folder}",
+        "./sip-core",
+        "..",
+        ".",
+    ],
+)
 def test_profile_names_never_reach_the_filesystem(server, tmp_path, name):
     folder, marker = tmp_path / "evil", tmp_path / "pwned"
     evil_profile(folder, marker)
     api = server.api("attacker")
     profile = name.format(folder=folder)
     as_json = api.post("/v1/instances", json={"name": "evil", "profile": profile, "actions": ["deploy"]})
-    as_occi = httpx.put(server.url + "/orchestrator/evil", timeout=30, headers={
-        "Content-Type": "text/occi", "Category": KIND, "X-Auth-Token": api.token,
-        "X-Tenant-Name": api.tenant, "X-OCCI-Attribute": f'imsso.profile="{profile}"'})
+    as_occi = httpx.put(
+        server.url + "/orchestrator/evil",
+        timeout=30,
+        headers={
+            "Content-Type": "text/occi",
+            "Category": KIND,
+            "X-Auth-Token": api.token,
+            "X-Tenant-Name": api.tenant,
+            "X-OCCI-Attribute": f'imsso.profile="{profile}"',
+        },
+    )
     for response in (as_json, as_occi):
         assert response.status_code in (400, 404), response.text
     # the JSON document's pattern refuses it; past it, the service names the profiles that exist

@@ -30,8 +30,10 @@ def test_sip_core_units_refuse_a_local_intruder(server, tmp_path):
     domain = instance["domain"]
 
     # Management from 127.0.0.1 without the key: refused, and the commands did not run.
-    assert _rpc(scscf, "core.kill") == (401, "JSON-RPC needs the header Authorization: Bearer "
-                                             "<the unit's management key>")
+    assert _rpc(scscf, "core.kill") == (
+        401,
+        "JSON-RPC needs the header Authorization: Bearer <the unit's management key>",
+    )
     assert _rpc(pcscf, "dispatcher.set_state", "i", "1", f"sip:{scscf}:5060")[0] == 401
     assert _rpc(scscf, "core.kill", key="not-the-key") == (403, "wrong management key in Authorization")
     assert _rpc(scscf, "core.kill", key=(folder / "management.key").read_text().strip() + "x")[0] == 403
@@ -83,39 +85,65 @@ def test_ims_core_paths_need_the_core_keys(server, tmp_path):
 
     # A call: the callee's INVITE (relayed by the S-CSCF with the term key) has no core key left.
     subs = {s["user"]: s["password"] for s in api.subscribers("core")}
-    messages = _call(tmp_path, pcscf, "ims.test", subs, "ims_uac_call.xml", "127.161.0.1",
-                     ("-au", "{user}@ims.test"))
+    messages = _call(tmp_path, pcscf, "ims.test", subs, "ims_uac_call.xml", "127.161.0.1", ("-au", "{user}@ims.test"))
     assert "X-Imsso" not in messages and "INVITE sip:bob@" in messages, messages[:3000]
 
     # The terminating path (Route sip:term@P-CSCF) from an address of the instance's network
     # without the term key: refused, not relayed to bob.
     intruder = _unused_address(pcscf)
     route = f"<sip:term@{pcscf}:5060;lr>"
-    assert _invite(pcscf, intruder, f"sip:bob@127.161.0.2:5700", route) == \
-        "SIP/2.0 403 Forbidden - Not From The Core"
+    assert _invite(pcscf, intruder, "sip:bob@127.161.0.2:5700", route) == "SIP/2.0 403 Forbidden - Not From The Core"
     # Originating service at the S-CSCF (Route sip:orig@), i.e. calling as alice, without the
     # P-CSCF: refused.
-    assert _invite(scscf, intruder, "sip:bob@ims.test", f"<sip:orig@{scscf}:5060;lr>") == \
-        "SIP/2.0 403 Forbidden - Originate Through The P-CSCF"
+    assert (
+        _invite(scscf, intruder, "sip:bob@ims.test", f"<sip:orig@{scscf}:5060;lr>")
+        == "SIP/2.0 403 Forbidden - Originate Through The P-CSCF"
+    )
     assert api.wait_operation(api.delete("/v1/instances/core").json()["id"])["state"] == "succeeded"
 
 
-def _call(tmp_path: Path, pcscf: str, domain: str, subs: dict[str, str], uac: str, client: str,
-          extra: tuple[str, ...]) -> str:
+def _call(
+    tmp_path: Path, pcscf: str, domain: str, subs: dict[str, str], uac: str, client: str, extra: tuple[str, ...]
+) -> str:
     """alice calls bob through the P-CSCF; what bob's UE received (sipp's message trace)."""
+
     def ue(scenario: str, user: str, address: str, port: int, *more: str) -> Sipp:
         args = [a.format(user=user) for a in extra]
-        return Sipp(tmp_path, pcscf, scenario, user, subs[user], domain, address, port, *args,
-                    "-key", "expires", "300", "-m", "1", *more)
+        return Sipp(
+            tmp_path,
+            pcscf,
+            scenario,
+            user,
+            subs[user],
+            domain,
+            address,
+            port,
+            *args,
+            "-key",
+            "expires",
+            "300",
+            "-m",
+            "1",
+            *more,
+        )
 
     trace = tmp_path / "bob-messages.log"
-    bob = ue("uas_call.xml", "bob", client[:-1] + "2", 5700, "-oocsf", str(SCENARIOS / "uas_call.xml"),
-             "-recv_timeout", "30000", "-trace_msg", "-message_file", str(trace)).start()
+    bob = ue(
+        "uas_call.xml",
+        "bob",
+        client[:-1] + "2",
+        5700,
+        "-oocsf",
+        str(SCENARIOS / "uas_call.xml"),
+        "-recv_timeout",
+        "30000",
+        "-trace_msg",
+        "-message_file",
+        str(trace),
+    ).start()
     try:
-        wait_for(lambda: trace.exists() and "SIP/2.0 200" in trace.read_text(errors="replace"), 20,
-                 "bob registered")
-        alice = ue(uac, "alice", client, 5710, "-key", "callee", "bob", "-d", "300",
-                   "-recv_timeout", "20000")
+        wait_for(lambda: trace.exists() and "SIP/2.0 200" in trace.read_text(errors="replace"), 20, "bob registered")
+        alice = ue(uac, "alice", client, 5710, "-key", "callee", "bob", "-d", "300", "-recv_timeout", "20000")
         assert alice.run() == 0, alice.output()
         assert bob.wait() == 0, bob.output()
     finally:
@@ -126,8 +154,13 @@ def _call(tmp_path: Path, pcscf: str, domain: str, subs: dict[str, str], uac: st
 def _rpc(address: str, method: str, *params: str, key: str | None = None) -> tuple[int, str]:
     """A JSON-RPC from 127.0.0.1, as any local process can send it."""
     headers = {"Authorization": f"Bearer {key}"} if key else {}
-    answer = httpx.post(f"http://{address}:5080/RPC", json={**RPC, "method": method, "params": list(params)},
-                        headers=headers, timeout=5, trust_env=False)
+    answer = httpx.post(
+        f"http://{address}:5080/RPC",
+        json={**RPC, "method": method, "params": list(params)},
+        headers=headers,
+        timeout=5,
+        trust_env=False,
+    )
     return answer.status_code, answer.text.strip()
 
 
@@ -159,31 +192,56 @@ def _send(target: str, source: str, message: str) -> str:
 
 def _request(method: str, uri: str, target: str, source: str, headers: list[str], body: str = "") -> str:
     tag = secrets.token_hex(4)
-    lines = [f"{method} {uri} SIP/2.0", f"Via: SIP/2.0/UDP {{via}};branch=z9hG4bK-{tag}",
-             f"From: <sip:alice@{source}>;tag={tag}", f"To: <{uri}>", f"Call-ID: forged-{tag}",
-             f"CSeq: 1 {method}", "Max-Forwards: 70", *headers, f"Content-Length: {len(body)}", "", body]
+    lines = [
+        f"{method} {uri} SIP/2.0",
+        f"Via: SIP/2.0/UDP {{via}};branch=z9hG4bK-{tag}",
+        f"From: <sip:alice@{source}>;tag={tag}",
+        f"To: <{uri}>",
+        f"Call-ID: forged-{tag}",
+        f"CSeq: 1 {method}",
+        "Max-Forwards: 70",
+        *headers,
+        f"Content-Length: {len(body)}",
+        "",
+        body,
+    ]
     return "\r\n".join(lines)
 
 
 def _kdmq(scscf: str, source: str, domain: str, key_header: str | None = None) -> str:
     """A dmq_usrloc update that plants mallory's binding (the format the S-CSCFs send)."""
     now = int(time.time())
-    body = json.dumps({"action": 1, "aor": f"mallory@{domain}", "ruid": "forged-1",
-                       "c": f"sip:mallory@{source}:5999", "received": "", "path": "", "callid": "forged",
-                       "user_agent": "intruder", "instance": "", "expires": now + 600, "cseq": 1,
-                       "flags": 0, "cflags": 0, "q": -1, "last_modified": now, "methods": 4294967295,
-                       "reg_id": 0, "server_id": 0})
+    body = json.dumps(
+        {
+            "action": 1,
+            "aor": f"mallory@{domain}",
+            "ruid": "forged-1",
+            "c": f"sip:mallory@{source}:5999",
+            "received": "",
+            "path": "",
+            "callid": "forged",
+            "user_agent": "intruder",
+            "instance": "",
+            "expires": now + 600,
+            "cseq": 1,
+            "flags": 0,
+            "cflags": 0,
+            "q": -1,
+            "last_modified": now,
+            "methods": 4294967295,
+            "reg_id": 0,
+            "server_id": 0,
+        }
+    )
     headers = ["Content-Type: application/json", *([key_header] if key_header else [])]
     return _send(scscf, source, _request("KDMQ", f"sip:usrloc@{scscf}:5060", scscf, source, headers, body))
 
 
 def _invite(target: str, source: str, uri: str, route: str | None) -> str:
-    headers = [f"Contact: <sip:alice@{{via}}>"] + ([f"Route: {route}"] if route else [])
+    headers = ["Contact: <sip:alice@{via}>"] + ([f"Route: {route}"] if route else [])
     return _send(target, source, _request("INVITE", uri, target, source, headers))
 
 
 def _register(scscf: str, source: str, domain: str) -> str:
-    headers = [f"Contact: <sip:mallory@{{via}}>", f"Path: <sip:{source}:5060;lr>", "Supported: path",
-               "Expires: 600"]
+    headers = ["Contact: <sip:mallory@{via}>", f"Path: <sip:{source}:5060;lr>", "Supported: path", "Expires: 600"]
     return _send(scscf, source, _request("REGISTER", f"sip:{domain}", scscf, source, headers))
-

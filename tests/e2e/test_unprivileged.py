@@ -27,8 +27,7 @@ def _user() -> pwd.struct_passwd:
     try:
         return pwd.getpwnam(USER)
     except KeyError:
-        subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", USER],
-                       check=True)
+        subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", USER], check=True)
         return pwd.getpwnam(USER)
 
 
@@ -36,13 +35,18 @@ class UnprivilegedServer(Server):
     """The harness's server, every command run through `runuser` as USER."""
 
     def __init__(self, base: Path):
-        super().__init__(base / "state" / "imsso", LISTEN, "127.104.0.0/16",
-                         {"IMSSO_DNS_PORT": "5353", "HOME": str(base), **self.extra_env})
+        super().__init__(
+            base / "state" / "imsso",
+            LISTEN,
+            "127.104.0.0/16",
+            {"IMSSO_DNS_PORT": "5353", "HOME": str(base), **self.extra_env},
+        )
 
-    def start(self, timeout: float = 30) -> "UnprivilegedServer":
+    def start(self, timeout: float = 30) -> UnprivilegedServer:
         log = open(self.data_dir.parent.parent / "serve.log", "ab")
-        self.proc = subprocess.Popen(self._as_user("serve"), env=self.env, stdout=log, stderr=log,
-                                     stdin=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            self._as_user("serve"), env=self.env, stdout=log, stderr=log, stdin=subprocess.DEVNULL
+        )
         log.close()
         wait_for(lambda: self._healthy() or self._exited(), timeout, f"imsso serve on {self.listen}")
         if self.proc.poll() is not None:
@@ -54,8 +58,13 @@ class UnprivilegedServer(Server):
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
 
     def token(self, tenant: str, ttl: int | None = None) -> str:
-        done = subprocess.run(self._as_user("token", "issue", "--tenant", tenant), env=self.env,
-                              capture_output=True, text=True, timeout=30)
+        done = subprocess.run(
+            self._as_user("token", "issue", "--tenant", tenant),
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         assert done.returncode == 0, done.stderr
         return done.stdout.strip()
 
@@ -67,8 +76,12 @@ class UnprivilegedServer(Server):
 
 
 def _runs_as_user(argv: list[str]) -> bool:
-    return subprocess.run(["runuser", "-u", USER, "--", *argv, "-c", "import imsso, fastapi"],
-                          capture_output=True, timeout=30).returncode == 0
+    return (
+        subprocess.run(
+            ["runuser", "-u", USER, "--", *argv, "-c", "import imsso, fastapi"], capture_output=True, timeout=30
+        ).returncode
+        == 0
+    )
 
 
 def _interpreter() -> tuple[str, dict[str, str]]:
@@ -78,13 +91,23 @@ def _interpreter() -> tuple[str, dict[str, str]]:
         return sys.executable, {}
     version = f"python{sys.version_info.major}.{sys.version_info.minor}"
     system = shutil.which(version, path="/usr/local/bin:/usr/bin")
-    paths = os.pathsep.join([str(Path(__file__).parents[2] / "src"),
-                             *(p for p in sys.path if p.endswith("site-packages"))])
-    if system and subprocess.run(["runuser", "-u", USER, "--", "env", f"PYTHONPATH={paths}", system, "-c",
-                                  "import imsso, fastapi"], capture_output=True, timeout=30).returncode == 0:
+    paths = os.pathsep.join(
+        [str(Path(__file__).parents[2] / "src"), *(p for p in sys.path if p.endswith("site-packages"))]
+    )
+    if (
+        system
+        and subprocess.run(
+            ["runuser", "-u", USER, "--", "env", f"PYTHONPATH={paths}", system, "-c", "import imsso, fastapi"],
+            capture_output=True,
+            timeout=30,
+        ).returncode
+        == 0
+    ):
         return system, {"PYTHONPATH": paths}
-    pytest.skip(f"no Python {version} that user {USER} may run with imsso's packages: {sys.executable} "
-                "is not reachable by other users")
+    pytest.skip(
+        f"no Python {version} that user {USER} may run with imsso's packages: {sys.executable} "
+        "is not reachable by other users"
+    )
 
 
 @pytest.fixture

@@ -77,9 +77,14 @@ def session(user: str):
     from keystoneauth1.identity import v3
 
     e, u = env(), _user(user)
-    auth = v3.Password(auth_url=e["keystone_url"], username=user, password=u["password"],
-                       project_name=u["project"], user_domain_name=e["user_domain"],
-                       project_domain_name=e["project_domain"])
+    auth = v3.Password(
+        auth_url=e["keystone_url"],
+        username=user,
+        password=u["password"],
+        project_name=u["project"],
+        user_domain_name=e["user_domain"],
+        project_domain_name=e["project_domain"],
+    )
     return ks_session.Session(auth=auth)
 
 
@@ -91,9 +96,15 @@ def connection(user: str):
     import openstack
 
     e, u = env(), _user(user)
-    return openstack.connect(auth_url=e["keystone_url"], username=user, password=u["password"],
-                             project_name=u["project"], user_domain_name=e["user_domain"],
-                             project_domain_name=e["project_domain"], region_name=e["region"])
+    return openstack.connect(
+        auth_url=e["keystone_url"],
+        username=user,
+        password=u["password"],
+        project_name=u["project"],
+        user_domain_name=e["user_domain"],
+        project_domain_name=e["project_domain"],
+        region_name=e["region"],
+    )
 
 
 def token(user: str) -> str:
@@ -121,8 +132,7 @@ def token_status(subject: str, user: str = "imsso") -> int:
 
 
 def _token_status(sess, subject: str) -> int:
-    resp = sess.get(env()["keystone_url"] + "/auth/tokens",
-                    headers={"X-Subject-Token": subject}, raise_exc=False)
+    resp = sess.get(env()["keystone_url"] + "/auth/tokens", headers={"X-Subject-Token": subject}, raise_exc=False)
     return resp.status_code
 
 
@@ -150,30 +160,37 @@ def expired_token(user: str, lifetime: float = 2.0, timeout: float = 30.0) -> st
     sess = session(user)
     user_id = sess.get_user_id()
     creds_url = f"{e['keystone_url']}/users/{user_id}/application_credentials"
-    expires = (datetime.datetime.now(datetime.timezone.utc)
-               + datetime.timedelta(seconds=lifetime))
-    cred = sess.post(creds_url, json={"application_credential": {
-        "name": f"expired-token-{uuid.uuid4().hex[:12]}",
-        "description": "tests/openstack/cloud.py expired_token(); deleted after use",
-        "expires_at": expires.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),  # UTC, as Keystone wants
-    }}).json()["application_credential"]
+    expires = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=lifetime)
+    cred = sess.post(
+        creds_url,
+        json={
+            "application_credential": {
+                "name": f"expired-token-{uuid.uuid4().hex[:12]}",
+                "description": "tests/openstack/cloud.py expired_token(); deleted after use",
+                "expires_at": expires.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),  # UTC, as Keystone wants
+            }
+        },
+    ).json()["application_credential"]
     try:
         access = v3.ApplicationCredential(
-            auth_url=e["keystone_url"], application_credential_id=cred["id"],
-            application_credential_secret=cred["secret"]).get_access(ks_session.Session())
+            auth_url=e["keystone_url"],
+            application_credential_id=cred["id"],
+            application_credential_secret=cred["secret"],
+        ).get_access(ks_session.Session())
         subject = access.auth_token
         token_expires = access.expires  # an aware datetime
         if token_expires > expires + datetime.timedelta(seconds=1):
-            raise RuntimeError(f"Keystone did not cap the token's expiry at the application "
-                               f"credential's ({token_expires} > {expires})")
+            raise RuntimeError(
+                f"Keystone did not cap the token's expiry at the application credential's ({token_expires} > {expires})"
+            )
         # Valid until then (unless the clock already passed it: LIFETIME too short).
-        if datetime.datetime.now(datetime.timezone.utc) < token_expires:
+        if datetime.datetime.now(datetime.UTC) < token_expires:
             status = _token_status(sess, subject)
-            if status != 200 and datetime.datetime.now(datetime.timezone.utc) < token_expires:
+            if status != 200 and datetime.datetime.now(datetime.UTC) < token_expires:
                 raise RuntimeError(f"Keystone rejected the token before it expired: {status}")
         deadline = time.monotonic() + timeout
         while True:
-            if datetime.datetime.now(datetime.timezone.utc) >= token_expires:
+            if datetime.datetime.now(datetime.UTC) >= token_expires:
                 status = _token_status(sess, subject)
                 if status in (401, 404):
                     return subject

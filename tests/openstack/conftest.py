@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import os
 
-import pytest
-
 import cloud
-from harness import Api
+import pytest
 from keystone_serve import keystone_server
+
+from harness import Api
 
 
 def pytest_collection_modifyitems(items):
@@ -24,8 +24,9 @@ def pytest_collection_modifyitems(items):
 @pytest.fixture(scope="session", autouse=True)
 def _cloud_up():
     if not cloud.available():
-        reason = ("Keystone and Heat are not running: bash scripts/openstack/install.sh && "
-                  "bash scripts/openstack/start.sh")
+        reason = (
+            "Keystone and Heat are not running: bash scripts/openstack/install.sh && bash scripts/openstack/start.sh"
+        )
         if os.environ.get("IMSSO_REQUIRE_OPENSTACK") == "1":
             pytest.fail(reason, pytrace=False)
         pytest.skip(reason)

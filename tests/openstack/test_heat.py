@@ -7,13 +7,12 @@ import re
 import subprocess
 import sys
 
-import httpx
-
 import cloud
+import httpx
+from keystone_serve import keystone_server
+
 from guide import DELETE, DEPLOY, GET, INIT, PROVISION, UPDATE, attributes, curl
 from polling import wait_for
-
-from keystone_serve import keystone_server
 
 
 def stack_of(heat, stack_id: str):
@@ -27,10 +26,12 @@ def resources(heat, stack_id: str) -> dict[str, str]:
 
 def settled(kid: str, tenant: str, state: str) -> dict[str, str]:
     """The instance's attributes once mcn.service.state is `state` (fails on "failed")."""
+
     def check():
         attrs = attributes(curl(GET, kid, tenant)[1])
         assert attrs.get("mcn.service.state") != '"failed"', attrs
         return attrs if attrs.get("mcn.service.state") == f'"{state}"' else None
+
     return wait_for(check, 120, f"mcn.service.state {state}", interval=0.2)
 
 
@@ -54,8 +55,7 @@ def test_guide_commands_with_a_keystone_token_drive_a_real_stack(server, heat):
     settled(kid, tenant, "active")
 
     assert curl(UPDATE, kid, tenant)[0] == 200
-    attrs = wait_for(lambda: (a := settled(kid, tenant, "active")).get("mcn.endpoint.maas") and a,
-                     120, "the update")
+    attrs = wait_for(lambda: (a := settled(kid, tenant, "active")).get("mcn.endpoint.maas") and a, 120, "the update")
     assert attrs["mcn.endpoint.maas"] == '"160.85.4.50"'
     assert stack_of(heat, stack_id).status in ("CREATE_COMPLETE", "UPDATE_COMPLETE")
 
@@ -89,9 +89,15 @@ def test_scaling_updates_the_stack_and_its_outputs(alice, heat):
 
 def test_a_failing_resource_fails_the_operation_with_heats_reason_and_can_be_fixed(alice, heat):
     # Servers that never signal their wait condition: Heat fails it after the boot timeout.
-    response = alice.post("/v1/instances", json={
-        "name": "doomed", "actions": ["deploy"], "driver": "openstack",
-        "attributes": {"imsso.os.environment": "servers-never-signal", "imsso.os.boot_timeout": "2"}})
+    response = alice.post(
+        "/v1/instances",
+        json={
+            "name": "doomed",
+            "actions": ["deploy"],
+            "driver": "openstack",
+            "attributes": {"imsso.os.environment": "servers-never-signal", "imsso.os.boot_timeout": "2"},
+        },
+    )
     assert response.status_code == 202, response.text
     op = alice.wait_operation(response.json()["operation"]["id"])
     assert op["state"] == "failed"
@@ -114,9 +120,15 @@ def test_a_failing_resource_fails_the_operation_with_heats_reason_and_can_be_fix
 
 
 def test_a_half_created_stack_can_be_disposed_of(alice, heat):
-    response = alice.post("/v1/instances", json={
-        "name": "halfway", "actions": ["deploy"], "driver": "openstack",
-        "attributes": {"imsso.os.environment": "servers-never-signal", "imsso.os.boot_timeout": "1"}})
+    response = alice.post(
+        "/v1/instances",
+        json={
+            "name": "halfway",
+            "actions": ["deploy"],
+            "driver": "openstack",
+            "attributes": {"imsso.os.environment": "servers-never-signal", "imsso.os.boot_timeout": "1"},
+        },
+    )
     op = alice.wait_operation(response.json()["operation"]["id"])
     assert op["state"] == "failed"
     stack_id = alice.get("/v1/instances/halfway").json()["stack_id"]
@@ -134,8 +146,13 @@ def test_a_half_created_stack_can_be_disposed_of(alice, heat):
 def test_plan_shows_what_an_update_would_do_without_doing_it(server, alice, heat):
     instance = alice.create("planned", actions=["deploy"])
     env = {**server.env, "IMSSO_URL": server.url, "IMSSO_TOKEN": alice.token, "IMSSO_TENANT": alice.tenant}
-    done = subprocess.run([sys.executable, "-m", "imsso", "plan", "planned", "--size", "scscf=2"],
-                          env=env, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "imsso", "plan", "planned", "--size", "scscf=2"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     assert "UPDATE" in done.stdout or "CREATE_COMPLETE" in done.stdout
     assert "added" in done.stdout and "scscf-2" in done.stdout
@@ -152,8 +169,7 @@ def test_tokens_are_checked_by_keystone(server, tmp_path):
     tenant = cloud.env()["users"]["alice"]["project"]
 
     def get(token: str, tenant_name: str = tenant) -> httpx.Response:
-        return httpx.get(server.url + "/v1/instances", headers={"X-Auth-Token": token,
-                                                                  "X-Tenant-Name": tenant_name})
+        return httpx.get(server.url + "/v1/instances", headers={"X-Auth-Token": token, "X-Tenant-Name": tenant_name})
 
     assert get(cloud.token("alice")).status_code == 200
     invalid = get("gAAAAABnot-a-token")
@@ -165,8 +181,9 @@ def test_tokens_are_checked_by_keystone(server, tmp_path):
 
     down = keystone_server(tmp_path / "down", "127.0.0.1:8057", "http://127.0.0.1:9/v2.0").start()
     try:
-        response = httpx.get(down.url + "/v1/instances", headers={"X-Auth-Token": cloud.token("alice"),
-                                                                   "X-Tenant-Name": tenant})
+        response = httpx.get(
+            down.url + "/v1/instances", headers={"X-Auth-Token": cloud.token("alice"), "X-Tenant-Name": tenant}
+        )
         assert response.status_code == 503
         assert "Keystone at http://127.0.0.1:9/v3 is unreachable" in response.json()["error"]["message"]
     finally:

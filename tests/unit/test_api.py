@@ -9,10 +9,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from fakes import Orchestrator
-from polling import wait_for
-from imsso.vault import ha1_pair
 from imsso.api.app import create_app
 from imsso.engine import Engine
+from imsso.vault import ha1_pair
+from polling import wait_for
 
 SERVICE = "http://schemas.mobile-cloud-networking.eu/occi/service#"
 SM = "http://schemas.mobile-cloud-networking.eu/occi/sm#"
@@ -43,6 +43,7 @@ def globex(orch: Orchestrator, client) -> dict[str, str]:
 
 # --- helpers ------------------------------------------------------------------------------------------
 
+
 def occi_attributes(response) -> dict[str, str]:
     """X-OCCI-Attribute name -> value as rendered (strings keep their quotes), from the body lines."""
     return dict(re.findall(r"^X-OCCI-Attribute: ([a-z0-9_.-]+)=(.*)$", response.text, re.M))
@@ -53,20 +54,24 @@ def occi_links(response) -> list[str]:
 
 
 def init(client, headers, name: str = "default") -> None:
-    r = client.put(f"/orchestrator/{name}",
-                   headers={**headers, "Content-Type": "text/occi", "Category": ORCHESTRATOR_CATEGORY})
+    r = client.put(
+        f"/orchestrator/{name}", headers={**headers, "Content-Type": "text/occi", "Category": ORCHESTRATOR_CATEGORY}
+    )
     assert r.status_code == 201, r.text
 
 
 def deploy(client, headers, name: str = "default"):
-    return client.post(f"/orchestrator/{name}?action=deploy",
-                       headers={**headers, "Content-Type": "text/occi", "Category": DEPLOY_CATEGORY})
+    return client.post(
+        f"/orchestrator/{name}?action=deploy",
+        headers={**headers, "Content-Type": "text/occi", "Category": DEPLOY_CATEGORY},
+    )
 
 
 def wait_state(client, headers, state: str, path: str = "/orchestrator/default") -> dict[str, str]:
     def reached():
         attrs = occi_attributes(client.get(path, headers=headers))
         return attrs if attrs.get("mcn.service.state") == f'"{state}"' else None
+
     return wait_for(reached, what=f"{path} in state {state}")
 
 
@@ -74,15 +79,18 @@ def wait_operation(client, headers, location: str) -> dict:
     def finished():
         body = client.get(location, headers=headers).json()
         return body if body["state"] in ("succeeded", "failed") else None
+
     return wait_for(finished, what=f"{location} finished")
 
 
 # --- the user guide's four requests ------------------------------------------------------------------
 
+
 def test_the_guides_four_requests(client, acme, orch: Orchestrator):
     # init
-    r = client.put("/orchestrator/default", headers={
-        **acme, "Content-Type": "text/occi", "Category": ORCHESTRATOR_CATEGORY})
+    r = client.put(
+        "/orchestrator/default", headers={**acme, "Content-Type": "text/occi", "Category": ORCHESTRATOR_CATEGORY}
+    )
     assert r.status_code == 201, r.text
     assert r.headers["Location"] == "http://testserver/orchestrator/default"
     attrs = occi_attributes(r)
@@ -96,12 +104,19 @@ def test_the_guides_four_requests(client, acme, orch: Orchestrator):
     assert attrs["occi.mcn.stack.state"] == '"CREATE_COMPLETE"'
 
     # update with the monitoring endpoint
-    r = client.post("/orchestrator/default", headers={
-        **acme, "Content-Type": "text/occi", "X-OCCI-Attribute": 'mcn.endpoint.maas="160.85.4.50"'})
+    r = client.post(
+        "/orchestrator/default",
+        headers={**acme, "Content-Type": "text/occi", "X-OCCI-Attribute": 'mcn.endpoint.maas="160.85.4.50"'},
+    )
     assert r.status_code == 200, r.text
-    attrs = wait_for(lambda: (a := occi_attributes(client.get("/orchestrator/default", headers=acme)))
-                       .get("mcn.endpoint.maas") and a.get("imsso.operation") is None and a,
-                       what="mcn.endpoint.maas shown")
+    attrs = wait_for(
+        lambda: (
+            (a := occi_attributes(client.get("/orchestrator/default", headers=acme))).get("mcn.endpoint.maas")
+            and a.get("imsso.operation") is None
+            and a
+        ),
+        what="mcn.endpoint.maas shown",
+    )
     assert attrs["mcn.endpoint.maas"] == '"160.85.4.50"'
     assert attrs["mcn.service.state"] == '"deployed"'
 
@@ -110,8 +125,7 @@ def test_the_guides_four_requests(client, acme, orch: Orchestrator):
     r = client.delete("/orchestrator/default", headers=acme)
     assert r.status_code == 200, r.text
     release.set()
-    wait_for(lambda: client.get("/orchestrator/default", headers=acme).status_code == 404,
-               what="GET 404 after DELETE")
+    wait_for(lambda: client.get("/orchestrator/default", headers=acme).status_code == 404, what="GET 404 after DELETE")
     r = client.get("/orchestrator/default", headers=acme)
     assert "default" in r.text
 
@@ -129,6 +143,7 @@ def test_delete_answers_200_even_when_the_dispose_is_quick(tmp_path: Path):
 
 
 # --- GET renderings ------------------------------------------------------------------------------------
+
 
 def test_get_renders_states_endpoints_sizes_and_action_links(client, acme, orch: Orchestrator):
     init(client, acme)
@@ -182,6 +197,7 @@ def test_occi_json_rendering(client, acme):
 
 # --- OCCI errors -------------------------------------------------------------------------------------------
 
+
 def test_an_accept_we_cannot_render_is_406(client, acme):
     init(client, acme)
     r = client.get("/orchestrator/default", headers={**acme, "Accept": "image/png"})
@@ -190,8 +206,9 @@ def test_an_accept_we_cannot_render_is_406(client, acme):
 
 
 def test_a_body_we_cannot_read_is_415(client, acme):
-    r = client.put("/orchestrator/default", headers={**acme, "Content-Type": "application/xml"},
-                   content="<orchestrator/>")
+    r = client.put(
+        "/orchestrator/default", headers={**acme, "Content-Type": "application/xml"}, content="<orchestrator/>"
+    )
     assert r.status_code == 415
     assert "application/xml" in r.text
     assert client.get("/orchestrator/default", headers=acme).status_code == 404  # nothing created
@@ -199,8 +216,10 @@ def test_a_body_we_cannot_read_is_415(client, acme):
 
 def test_a_malformed_attribute_is_400_naming_the_bad_part(client, acme):
     init(client, acme)
-    r = client.post("/orchestrator/default", headers={
-        **acme, "Content-Type": "text/occi", "X-OCCI-Attribute": "mcn.endpoint.maas=160.85.4.50"})
+    r = client.post(
+        "/orchestrator/default",
+        headers={**acme, "Content-Type": "text/occi", "X-OCCI-Attribute": "mcn.endpoint.maas=160.85.4.50"},
+    )
     assert r.status_code == 400
     assert "X-OCCI-Attribute" in r.text
     assert "'mcn.endpoint.maas=160.85.4.50'" in r.text
@@ -209,16 +228,23 @@ def test_a_malformed_attribute_is_400_naming_the_bad_part(client, acme):
 
 def test_an_output_attribute_is_400_naming_it(client, acme):
     init(client, acme)
-    r = client.post("/orchestrator/default", headers={
-        **acme, "Content-Type": "text/occi", "X-OCCI-Attribute": 'occi.mcn.stack.state="CREATE_COMPLETE"'})
+    r = client.post(
+        "/orchestrator/default",
+        headers={**acme, "Content-Type": "text/occi", "X-OCCI-Attribute": 'occi.mcn.stack.state="CREATE_COMPLETE"'},
+    )
     assert r.status_code == 400
     assert "occi.mcn.stack.state" in r.text
 
 
 def test_an_unknown_category_is_400(client, acme):
-    r = client.put("/orchestrator/default", headers={
-        **acme, "Content-Type": "text/occi",
-        "Category": 'compute; scheme="http://schemas.ogf.org/occi/infrastructure#"'})
+    r = client.put(
+        "/orchestrator/default",
+        headers={
+            **acme,
+            "Content-Type": "text/occi",
+            "Category": 'compute; scheme="http://schemas.ogf.org/occi/infrastructure#"',
+        },
+    )
     assert r.status_code == 400
     assert "unknown category http://schemas.ogf.org/occi/infrastructure#compute" in r.text
     assert "orchestrator" in r.text
@@ -234,8 +260,10 @@ def test_an_unknown_action_is_400(client, acme):
 
 def test_an_action_that_does_not_apply_now_is_400_with_the_reason(client, acme):
     init(client, acme)
-    r = client.post("/orchestrator/default?action=provision", headers={
-        **acme, "Content-Type": "text/occi", "Category": f'provision; scheme="{SERVICE}"'})
+    r = client.post(
+        "/orchestrator/default?action=provision",
+        headers={**acme, "Content-Type": "text/occi", "Category": f'provision; scheme="{SERVICE}"'},
+    )
     assert r.status_code == 400
     assert "provision does not apply" in r.text
     assert "deploy it first" in r.text
@@ -263,6 +291,7 @@ def test_an_unknown_resource_is_404(client, acme):
 
 # --- authentication ------------------------------------------------------------------------------------------
 
+
 def test_auth_statuses(client, acme, globex, orch: Orchestrator):
     init(client, acme)
     path = "/orchestrator/default"
@@ -284,12 +313,18 @@ def test_auth_statuses(client, acme, globex, orch: Orchestrator):
 
 
 def test_every_occi_path_needs_a_token(client):
-    for method, path in (("GET", "/-/"), ("GET", "/orchestrator/"), ("PUT", "/orchestrator/default"),
-                         ("GET", "/ims/"), ("POST", "/ims/")):
+    for method, path in (
+        ("GET", "/-/"),
+        ("GET", "/orchestrator/"),
+        ("PUT", "/orchestrator/default"),
+        ("GET", "/ims/"),
+        ("POST", "/ims/"),
+    ):
         assert client.request(method, path).status_code == 401, path
 
 
 # --- one operation at a time ----------------------------------------------------------------------------------
+
 
 def test_a_concurrent_operation_is_409_naming_the_running_one(client, acme, orch: Orchestrator):
     entered, release = orch.driver.hold("wait_ready")
@@ -315,6 +350,7 @@ def test_a_concurrent_operation_is_409_naming_the_running_one(client, acme, orch
 
 
 # --- query interface and the service manager's collection -----------------------------------------------------
+
 
 @pytest.mark.parametrize("path", ["/-/", "/.well-known/org/ogf/occi/-/"])
 def test_query_interface(client, acme, path):
@@ -363,12 +399,15 @@ def test_orchestrator_collection_lists_the_tenants_instances(client, acme, globe
     init(client, acme)
     init(client, acme, "second")
     r = client.get("/orchestrator/", headers={**acme, "Accept": "text/uri-list"})
-    assert r.text.split("\r\n")[:-1] == ["http://testserver/orchestrator/default",
-                                         "http://testserver/orchestrator/second"]
+    assert r.text.split("\r\n")[:-1] == [
+        "http://testserver/orchestrator/default",
+        "http://testserver/orchestrator/second",
+    ]
     assert client.get("/orchestrator/", headers={**globex, "Accept": "text/uri-list"}).text == ""
 
 
 # --- the JSON face ------------------------------------------------------------------------------------------------
+
 
 def test_json_create_runs_deploy_then_provision(client, acme):
     r = client.post("/v1/instances", headers=acme, json={"name": "core", "sizes": {"scscf": 2}})
@@ -408,10 +447,13 @@ def test_json_errors_have_code_message_and_details(client, acme):
     assert r.headers["Location"] == f"/v1/instances/{r.json()['instance']['id']}"
     r = client.patch("/v1/instances/core", headers=acme, json={"sizes": {"scscf": 9}})
     assert r.status_code == 400
-    assert r.json() == {"error": {
-        "code": "invalid",
-        "message": "size of scscf must be between 1 and 5 in profile sip-core, not 9",
-        "details": {"role": "scscf", "min": 1, "max": 5, "given": 9}}}
+    assert r.json() == {
+        "error": {
+            "code": "invalid",
+            "message": "size of scscf must be between 1 and 5 in profile sip-core, not 9",
+            "details": {"role": "scscf", "min": 1, "max": 5, "given": 9},
+        }
+    }
     r = client.get("/v1/instances", headers={"X-Tenant-Name": "acme"})
     assert r.status_code == 401 and r.json()["error"]["code"] == "unauthorized"
     r = client.get("/v1/instances/nothing", headers=acme)
@@ -436,8 +478,11 @@ def test_json_patch_scales(client, acme, orch: Orchestrator):
 
 
 def test_json_subscribers(client, acme, orch: Orchestrator):
-    r = client.post("/v1/instances", headers=acme, json={
-        "name": "core", "actions": ["deploy"], "attributes": {"imsso.test_subscribers": False}})
+    r = client.post(
+        "/v1/instances",
+        headers=acme,
+        json={"name": "core", "actions": ["deploy"], "attributes": {"imsso.test_subscribers": False}},
+    )
     wait_operation(client, acme, r.headers["Location"])
     instance_id = orch.store.find_instance("acme", "core").id
     base = "/v1/instances/core/subscribers"
@@ -445,8 +490,16 @@ def test_json_subscribers(client, acme, orch: Orchestrator):
     r = client.post(base, headers=acme, json={"user": "carol", "password": "carol-secret-1"})
     assert r.status_code == 201, r.text
     assert r.headers["Location"] == f"{base}/carol"
-    carol = {"user": "carol", "domain": "ims.test", "aor": "sip:carol@ims.test", "impi": "carol@ims.test",
-             "impu": "sip:carol@ims.test", "auth": ["digest"], "digest": True, "aka": False}
+    carol = {
+        "user": "carol",
+        "domain": "ims.test",
+        "aor": "sip:carol@ims.test",
+        "impi": "carol@ims.test",
+        "impu": "sip:carol@ims.test",
+        "auth": ["digest"],
+        "digest": True,
+        "aka": False,
+    }
     assert r.json() == carol
     assert orch.driver.subscribers[instance_id] == ["carol"]  # pushed to the units at once
 
@@ -462,8 +515,9 @@ def test_json_subscribers(client, acme, orch: Orchestrator):
     assert orch.driver.subscribers[instance_id] == ["carol", "dave"]
 
     r = client.post(base, headers=acme, json={"user": "eve", "k": "00" * 16, "opc": "11" * 16})
-    assert r.status_code == 400 and "profile sip-core authenticates with SIP Digest only" in \
-        r.json()["error"]["message"]
+    assert (
+        r.status_code == 400 and "profile sip-core authenticates with SIP Digest only" in r.json()["error"]["message"]
+    )
     r = client.post(base, headers=acme, json={"user": "eve", "password": "short"})
     assert r.status_code == 400 and "8 to 64 characters" in r.json()["error"]["message"]
     r = client.post(base, headers=acme, json={"user": "eve", "password": "long-enough", "domain": "other.test"})
@@ -479,17 +533,30 @@ def test_json_subscribers(client, acme, orch: Orchestrator):
 def test_no_secret_comes_back_from_any_path(client, acme, orch: Orchestrator):
     """An ims subscriber with a password, K and OPc: every answer about it, the instance, its
     events and operations, in JSON and OCCI, holds none of them."""
-    r = client.post("/v1/instances", headers=acme, json={
-        "name": "core", "profile": "ims", "actions": ["deploy"], "attributes": {"imsso.test_subscribers": False}})
+    r = client.post(
+        "/v1/instances",
+        headers=acme,
+        json={"name": "core", "profile": "ims", "actions": ["deploy"], "attributes": {"imsso.test_subscribers": False}},
+    )
     op = wait_operation(client, acme, r.headers["Location"])
     base = "/v1/instances/core/subscribers"
     k, opc, password = "465b5ce8b199b49faa5f0a2ee238a6bc", "cd63cb71954a9f4e48a5994e37a02baf", "zelda-secret-1"
     added = client.post(base, headers=acme, json={"user": "zelda", "password": password, "k": k, "opc": opc})
     assert added.status_code == 201, added.text
     replaced = client.put(f"{base}/zelda", headers=acme, json={"password": password, "k": k, "opc": opc.upper()})
-    answers = [added, replaced] + [client.get(path, headers=acme) for path in (
-        base, f"{base}/zelda", "/v1/instances/core", "/v1/instances/core/events", "/v1/instances",
-        f"/v1/operations/{op['id']}", "/orchestrator/default", "/ims/")]
+    answers = [added, replaced] + [
+        client.get(path, headers=acme)
+        for path in (
+            base,
+            f"{base}/zelda",
+            "/v1/instances/core",
+            "/v1/instances/core/events",
+            "/v1/instances",
+            f"/v1/operations/{op['id']}",
+            "/orchestrator/default",
+            "/ims/",
+        )
+    ]
     for answer in answers:
         text = answer.text.lower()
         assert answer.status_code < 500 and not any(x in text for x in (k, opc, password)), answer.text
@@ -510,8 +577,7 @@ def test_json_events_in_order_with_since(client, acme):
     assert ids == sorted(ids) and len(set(ids)) == len(ids)
     messages = [e["message"] for e in events]
     assert messages[0].startswith("initialised")
-    assert messages.index("deploy requested") < messages.index("deploy started") \
-        < messages.index("deploy succeeded")
+    assert messages.index("deploy requested") < messages.index("deploy started") < messages.index("deploy succeeded")
     since = events[2]["id"]
     later = client.get(f"/v1/instances/core/events?since={since}", headers=acme).json()
     assert later == events[3:]
@@ -520,9 +586,16 @@ def test_json_events_in_order_with_since(client, acme):
 
 def test_openapi_lists_the_json_paths(client):
     doc = client.get("/v1/openapi.json").json()
-    for path in ("/v1/profiles", "/v1/instances", "/v1/instances/{ref}", "/v1/instances/{ref}/actions/{action}",
-                 "/v1/instances/{ref}/events", "/v1/instances/{ref}/subscribers",
-                 "/v1/instances/{ref}/subscribers/{user}", "/v1/operations/{op_id}"):
+    for path in (
+        "/v1/profiles",
+        "/v1/instances",
+        "/v1/instances/{ref}",
+        "/v1/instances/{ref}/actions/{action}",
+        "/v1/instances/{ref}/events",
+        "/v1/instances/{ref}/subscribers",
+        "/v1/instances/{ref}/subscribers/{user}",
+        "/v1/operations/{op_id}",
+    ):
         assert path in doc["paths"], path
     assert set(doc["paths"]["/v1/instances/{ref}"]) >= {"get", "patch", "delete"}
     assert not any(p.startswith("/orchestrator") for p in doc["paths"])
@@ -537,8 +610,9 @@ def test_json_profiles(client, acme):
 def test_tokens_through_the_api(client, orch: Orchestrator):
     r = client.post("/v1/tokens", json={"tenant": "acme"}, headers={"X-Auth-Token": "wrong"})
     assert r.status_code == 401
-    r = client.post("/v1/tokens", json={"tenant": "acme", "ttl": 60},
-                    headers={"X-Auth-Token": orch.local_tokens.admin_token()})
+    r = client.post(
+        "/v1/tokens", json={"tenant": "acme", "ttl": 60}, headers={"X-Auth-Token": orch.local_tokens.admin_token()}
+    )
     assert r.status_code == 201
     token = r.json()["token"]
     assert client.get("/v1/instances", headers={"X-Auth-Token": token, "X-Tenant-Name": "acme"}).json() == []
@@ -551,24 +625,38 @@ def test_a_refused_create_leaves_no_instance(client, acme):
 
 
 def test_text_plain_body_requests(client, acme):
-    r = client.put("/orchestrator/default", headers={**acme, "Content-Type": "text/plain"},
-                   content=f"Category: {ORCHESTRATOR_CATEGORY}\nX-OCCI-Attribute: imsso.size.scscf=2\n")
+    r = client.put(
+        "/orchestrator/default",
+        headers={**acme, "Content-Type": "text/plain"},
+        content=f"Category: {ORCHESTRATOR_CATEGORY}\nX-OCCI-Attribute: imsso.size.scscf=2\n",
+    )
     assert r.status_code == 201, r.text
     assert occi_attributes(r)["imsso.size.scscf"] == "2"
-    r = client.put("/orchestrator/other", headers={**acme, "Content-Type": "text/plain"},
-                   content="X-OCCI-Attribute: imsso.size.scscf=7\n")
+    r = client.put(
+        "/orchestrator/other",
+        headers={**acme, "Content-Type": "text/plain"},
+        content="X-OCCI-Attribute: imsso.size.scscf=7\n",
+    )
     assert r.status_code == 400 and "between 1 and 5" in r.text
-    r = client.put("/orchestrator/third", headers={**acme, "Content-Type": "text/plain"},
-                   content="Categry: orchestrator\n")
+    r = client.put(
+        "/orchestrator/third", headers={**acme, "Content-Type": "text/plain"}, content="Categry: orchestrator\n"
+    )
     assert r.status_code == 400 and "line 1" in r.text
 
 
 # --- /metrics and the docs behind settings ------------------------------------------------------------
 
-@pytest.mark.parametrize("listen, metrics, served", [
-    ("127.0.0.1:8051", "auto", True), ("0.0.0.0:8051", "auto", False), ("10.1.2.3:8051", "auto", False),
-    ("0.0.0.0:8051", "on", True), ("127.0.0.1:8051", "off", False),
-])
+
+@pytest.mark.parametrize(
+    "listen, metrics, served",
+    [
+        ("127.0.0.1:8051", "auto", True),
+        ("0.0.0.0:8051", "auto", False),
+        ("10.1.2.3:8051", "auto", False),
+        ("0.0.0.0:8051", "on", True),
+        ("127.0.0.1:8051", "off", False),
+    ],
+)
 def test_metrics_are_served_on_loopback_or_when_asked(tmp_path: Path, listen, metrics, served):
     from imsso.telemetry import Telemetry
 
@@ -601,8 +689,9 @@ def test_the_document_declares_the_errors_and_rules_the_server_applies(client):
     body = doc["components"]["schemas"]["InstanceCreate"]
     assert body["properties"]["name"]["pattern"].startswith("^[a-z0-9]")
     assert body["properties"]["actions"]["enum"] == [[], ["deploy"], ["deploy", "provision"]]
-    action = next(p for p in doc["paths"]["/v1/instances/{ref}/actions/{action}"]["post"]["parameters"]
-                  if p["name"] == "action")
+    action = next(
+        p for p in doc["paths"]["/v1/instances/{ref}/actions/{action}"]["post"]["parameters"] if p["name"] == "action"
+    )
     assert action["schema"]["enum"] == ["deploy", "provision"]
     assert doc["components"]["securitySchemes"]["APIKeyHeader"]["name"] == "X-Auth-Token"
 

@@ -32,6 +32,7 @@ def tokens(store: Store, tmp_path: Path) -> LocalTokens:
 
 # --- issuing ------------------------------------------------------------------------------------------
 
+
 def test_the_admin_token_is_made_once_and_kept_private(tokens: LocalTokens):
     first = tokens.admin_token()
     assert len(first) >= 32
@@ -72,6 +73,7 @@ def test_each_token_is_new(tokens: LocalTokens):
 
 # --- validating ---------------------------------------------------------------------------------------
 
+
 def test_an_unknown_token_is_unauthorized(tokens: LocalTokens):
     tokens.issue(tokens.admin_token(), "acme")
     with pytest.raises(Unauthorized) as err:
@@ -105,14 +107,16 @@ def test_an_expired_token_is_unauthorized(tokens: LocalTokens, monkeypatch):
 def test_a_token_stored_expired_is_refused(tokens: LocalTokens, store: Store):
     # a token written by another orchestrator process, stored the way tokens are kept: hashed
     token = "token-of-yesterday"
-    store.add_token(str(uuid.uuid4()), hashlib.sha256(token.encode()).hexdigest(), "acme",
-                    utcnow() - dt.timedelta(hours=1))
+    store.add_token(
+        str(uuid.uuid4()), hashlib.sha256(token.encode()).hexdigest(), "acme", utcnow() - dt.timedelta(hours=1)
+    )
     with pytest.raises(Unauthorized) as err:
         tokens.validate(token, "acme")
     assert "expired" in err.value.message
     fresh = "token-of-tomorrow"
-    store.add_token(str(uuid.uuid4()), hashlib.sha256(fresh.encode()).hexdigest(), "acme",
-                    utcnow() + dt.timedelta(hours=1))
+    store.add_token(
+        str(uuid.uuid4()), hashlib.sha256(fresh.encode()).hexdigest(), "acme", utcnow() + dt.timedelta(hours=1)
+    )
     assert tokens.validate(fresh, "acme") == "acme"
 
 
@@ -136,6 +140,7 @@ def test_a_token_survives_a_restart(tokens: LocalTokens, store: Store, tmp_path:
 
 
 # --- headers ------------------------------------------------------------------------------------------
+
 
 def test_check_headers():
     assert check_headers("tok", "acme") == ("tok", "acme")

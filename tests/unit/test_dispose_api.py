@@ -3,9 +3,10 @@ operation runs, the same dispose for a second DELETE, 409 naming the dispose for
 
 from __future__ import annotations
 
+from test_api import acme, client, deploy, init, occi_attributes, orch  # noqa: F401 (fixtures)
+
 from fakes import Orchestrator
 from polling import wait_for
-from test_api import acme, client, deploy, init, occi_attributes, orch  # noqa: F401 (fixtures)
 
 
 def test_occi_and_json_delete_while_a_deploy_runs(client, acme, orch: Orchestrator):  # noqa: F811
@@ -28,13 +29,22 @@ def test_occi_and_json_delete_while_a_deploy_runs(client, acme, orch: Orchestrat
     refused = client.post("/v1/instances/default/actions/provision", headers=acme)
     assert refused.status_code == 409, refused.text
     assert refused.json()["error"]["details"] == {"operation": dispose.id, "kind": "dispose"}
-    assert dispose.id in client.post("/orchestrator/default?action=provision", headers={
-        **acme, "Content-Type": "text/occi",
-        "Category": 'provision; scheme="http://schemas.mobile-cloud-networking.eu/occi/service#"'}).text
+    assert (
+        dispose.id
+        in client.post(
+            "/orchestrator/default?action=provision",
+            headers={
+                **acme,
+                "Content-Type": "text/occi",
+                "Category": 'provision; scheme="http://schemas.mobile-cloud-networking.eu/occi/service#"',
+            },
+        ).text
+    )
 
     release.set()
-    wait_for(lambda: client.get("/orchestrator/default", headers=acme).status_code == 404,
-             what="the instance to be gone")
+    wait_for(
+        lambda: client.get("/orchestrator/default", headers=acme).status_code == 404, what="the instance to be gone"
+    )
     cancelled = client.get(f"/v1/operations/{running}", headers=acme).json()
     assert cancelled["state"] == "failed" and cancelled["error"]["step"] == "cancelled"
     assert client.delete("/orchestrator/default", headers=acme).status_code == 404  # nothing left

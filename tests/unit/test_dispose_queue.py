@@ -13,8 +13,16 @@ K = OperationKind
 
 
 def new_instance(store: Store, name: str) -> Instance:
-    inst = Instance(id=str(uuid.uuid4()), tenant="acme", name=name, profile="sip-core", driver="local",
-                    domain="ims.test", sizes={"scscf": 1}, attributes={})
+    inst = Instance(
+        id=str(uuid.uuid4()),
+        tenant="acme",
+        name=name,
+        profile="sip-core",
+        driver="local",
+        domain="ims.test",
+        sizes={"scscf": 1},
+        attributes={},
+    )
     store.create_instance(inst)
     return store.get_instance(inst.id)
 
@@ -31,8 +39,9 @@ def ended(store: Store, op: Operation, instance: Instance, follow: Operation | N
     op.state = OperationState.SUCCEEDED
     instance = store.get_instance(instance.id)
     instance.state = InstanceState.DEPLOYED
-    return store.finish_operation(op, instance, [("lifecycle", "deploy succeeded", {})], follow,
-                                  (seen.append if seen is not None else None))
+    return store.finish_operation(
+        op, instance, [("lifecycle", "deploy succeeded", {})], follow, (seen.append if seen is not None else None)
+    )
 
 
 def dispose_of(instance: Instance) -> Operation:

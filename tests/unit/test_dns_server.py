@@ -31,14 +31,25 @@ def record(name: str, rtype: str, value: str = "", **extra: Any) -> dict[str, An
     return {"name": name, "type": rtype, "value": value, "ttl": 60, **extra}
 
 
-ZONE: dict[str, Any] = {"domain": DOMAIN, "records": [
-    record("pcscf-1.ims.test", "A", "127.100.0.10"),
-    record("scscf-1.ims.test", "A", "127.100.0.11"),
-    record("_sip._udp.ims.test", "SRV", "pcscf-1.ims.test", priority=10, weight=10, port=5060),
-    record("ims.test", "NAPTR", order=10, preference=50, flags="s", service="SIP+D2U", regexp="",
-           replacement="_sip._udp.ims.test"),
-    *[record("big.ims.test", "A", f"127.100.1.{i}") for i in range(1, 41)],  # > 512 bytes
-]}
+ZONE: dict[str, Any] = {
+    "domain": DOMAIN,
+    "records": [
+        record("pcscf-1.ims.test", "A", "127.100.0.10"),
+        record("scscf-1.ims.test", "A", "127.100.0.11"),
+        record("_sip._udp.ims.test", "SRV", "pcscf-1.ims.test", priority=10, weight=10, port=5060),
+        record(
+            "ims.test",
+            "NAPTR",
+            order=10,
+            preference=50,
+            flags="s",
+            service="SIP+D2U",
+            regexp="",
+            replacement="_sip._udp.ims.test",
+        ),
+        *[record("big.ims.test", "A", f"127.100.1.{i}") for i in range(1, 41)],  # > 512 bytes
+    ],
+}
 
 
 def free_port(start: int = 15353) -> int:
@@ -86,10 +97,24 @@ def spawn(tmp_path: Path, port: int, zone: Any = ZONE, name: str = "dns", *extra
     zone_path.write_text(json.dumps(zone) if not isinstance(zone, str) else zone)
     pidfile = tmp_path / f"{name}.pid"
     with log.open("wb") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "imsso.dns.server", "--zone", str(zone_path),
-                                 "--listen", ADDRESS, "--port", str(port), "--pidfile", str(pidfile),
-                                 *extra],
-                                stdout=subprocess.DEVNULL, stderr=err)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "imsso.dns.server",
+                "--zone",
+                str(zone_path),
+                "--listen",
+                ADDRESS,
+                "--port",
+                str(port),
+                "--pidfile",
+                str(pidfile),
+                *extra,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
     return Dns(proc, port, zone_path, log, pidfile)
 
 
@@ -134,9 +159,11 @@ TRANSPORTS = pytest.mark.parametrize("tcp", [False, True], ids=["udp", "tcp"])
 
 @TRANSPORTS
 def test_a_srv_naptr(dns: Dns, tcp: bool) -> None:
-    for name, rtype, expected in [("pcscf-1.ims.test", "A", ["127.100.0.10"]),
-                                  ("_sip._udp.ims.test", "SRV", ["10 10 5060 pcscf-1.ims.test."]),
-                                  ("ims.test", "NAPTR", [NAPTR_TEXT])]:
+    for name, rtype, expected in [
+        ("pcscf-1.ims.test", "A", ["127.100.0.10"]),
+        ("_sip._udp.ims.test", "SRV", ["10 10 5060 pcscf-1.ims.test."]),
+        ("ims.test", "NAPTR", [NAPTR_TEXT]),
+    ]:
         reply = dns.ask(name, rtype, tcp)
         assert reply.header.rcode == RCODE.NOERROR and reply.header.aa == 1
         assert answers(reply) == expected
@@ -153,7 +180,8 @@ def test_unknown_name_in_domain_is_nxdomain_with_soa(dns: Dns, tcp: bool) -> Non
     reply = dns.ask("nobody.ims.test", "A", tcp)
     assert reply.header.rcode == RCODE.NXDOMAIN and reply.header.aa == 1 and not reply.rr
     assert [(rr.rtype, str(rr.rname), str(rr.rdata.mname)) for rr in reply.auth] == [
-        (QTYPE.SOA, "ims.test.", "ns.ims.test.")]
+        (QTYPE.SOA, "ims.test.", "ns.ims.test.")
+    ]
     assert probes.dns_query(ADDRESS, dns.port, "nobody.ims.test", tcp=tcp) == []
 
 
@@ -165,8 +193,11 @@ def test_outside_the_domain_is_refused(dns: Dns, tcp: bool, name: str) -> None:
 
 
 def test_known_name_other_type_is_empty_noerror(dns: Dns) -> None:
-    for name, rtype in [("pcscf-1.ims.test", "AAAA"), ("pcscf-1.ims.test", "SRV"),
-                        ("_udp.ims.test", "A")]:  # the last: an empty non-terminal
+    for name, rtype in [
+        ("pcscf-1.ims.test", "AAAA"),
+        ("pcscf-1.ims.test", "SRV"),
+        ("_udp.ims.test", "A"),
+    ]:  # the last: an empty non-terminal
         reply = dns.ask(name, rtype)
         assert reply.header.rcode == RCODE.NOERROR and reply.header.aa == 1 and not reply.rr, name
         assert [rr.rtype for rr in reply.auth] == [QTYPE.SOA]
@@ -201,7 +232,9 @@ def test_several_queries_on_one_tcp_connection(dns: Dns) -> None:
         stream = conn.makefile("rb")
         replies = [DNSRecord.parse(stream.read(int.from_bytes(stream.read(2), "big"))) for _ in queries]
     assert [(r.header.id, answers(r)) for r in replies] == [
-        (queries[0].header.id, ["127.100.0.10"]), (queries[1].header.id, ["127.100.0.11"])]
+        (queries[0].header.id, ["127.100.0.10"]),
+        (queries[1].header.id, ["127.100.0.11"]),
+    ]
 
 
 def test_garbage_does_not_stop_the_server(dns: Dns) -> None:
@@ -231,12 +264,16 @@ def test_sighup_loads_the_new_zone(dns: Dns) -> None:
     assert dns.ask("scscf-1.ims.test").header.rcode == RCODE.NXDOMAIN
 
 
-@pytest.mark.parametrize("broken", [
-    "{not json",
-    json.dumps({"domain": DOMAIN, "records": [record("pcscf-1.other.test", "A", "127.100.0.10")]}),
-    json.dumps({"domain": DOMAIN, "records": [record("pcscf-1.ims.test", "A", "not-an-address")]}),
-    json.dumps({"records": []}),
-], ids=["syntax", "outside", "bad-address", "no-domain"])
+@pytest.mark.parametrize(
+    "broken",
+    [
+        "{not json",
+        json.dumps({"domain": DOMAIN, "records": [record("pcscf-1.other.test", "A", "127.100.0.10")]}),
+        json.dumps({"domain": DOMAIN, "records": [record("pcscf-1.ims.test", "A", "not-an-address")]}),
+        json.dumps({"records": []}),
+    ],
+    ids=["syntax", "outside", "bad-address", "no-domain"],
+)
 def test_sighup_with_a_broken_zone_keeps_the_old_one(dns: Dns, broken: str) -> None:
     dns.zone.write_text(broken)
     dns.hup_and_wait("reload failed")
@@ -291,6 +328,7 @@ def test_sigterm_stops_cleanly_and_removes_the_pidfile(dns: Dns) -> None:
 
 # ---- what an attacker sends ----
 
+
 def exchange(port: int, data: bytes, tcp: bool) -> DNSRecord | None:
     """Send raw query bytes, return the parsed reply; None if the server closed the connection."""
     if tcp:
@@ -331,8 +369,10 @@ def test_killer_queries_get_an_error_and_the_server_goes_on(dns: Dns, tcp: bool)
 def test_odd_names_are_answered_without_matching_a_zone_name(dns: Dns) -> None:
     replies = {name: exchange(dns.port, data, False) for name, data in ODD_NAMES.items()}
     assert {name: reply.header.rcode for name, reply in replies.items()} == {
-        "non-ascii-label": RCODE.NXDOMAIN, "binary-label": RCODE.NXDOMAIN,
-        "dot-inside-label": RCODE.REFUSED}  # labels [pcscf-1.ims, test]: not pcscf-1.ims.test
+        "non-ascii-label": RCODE.NXDOMAIN,
+        "binary-label": RCODE.NXDOMAIN,
+        "dot-inside-label": RCODE.REFUSED,
+    }  # labels [pcscf-1.ims, test]: not pcscf-1.ims.test
     assert all(not reply.rr for reply in replies.values())
 
 
@@ -356,14 +396,15 @@ def test_200_held_tcp_connections_stop_neither_udp_nor_a_new_tcp_query(dns: Dns)
 def test_idle_tcp_connection_is_closed_and_a_busy_one_is_not(tmp_path: Path) -> None:
     server = serving(tmp_path, "--tcp-idle", "0.5")
     try:
-        with socket.create_connection((ADDRESS, server.port), timeout=2) as idle, \
-                socket.create_connection((ADDRESS, server.port), timeout=2) as busy:
+        with (
+            socket.create_connection((ADDRESS, server.port), timeout=2) as idle,
+            socket.create_connection((ADDRESS, server.port), timeout=2) as busy,
+        ):
             query = DNSRecord.question("pcscf-1.ims.test").pack()
             stream = busy.makefile("rb")
             for _ in range(8):  # 1.6 s of queries, 0.2 s apart
                 busy.sendall(len(query).to_bytes(2, "big") + query)
-                assert answers(DNSRecord.parse(stream.read(int.from_bytes(stream.read(2), "big")))) == [
-                    "127.100.0.10"]
+                assert answers(DNSRecord.parse(stream.read(int.from_bytes(stream.read(2), "big")))) == ["127.100.0.10"]
                 time.sleep(0.2)
             assert closed_by_server([idle, busy]) == [idle]
     finally:

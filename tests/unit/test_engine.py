@@ -8,10 +8,9 @@ from pathlib import Path
 import pytest
 
 from fakes import FakeDriver, Orchestrator
-from imsso.vault import ha1_pair
 from imsso.engine import MAX_ATTEMPTS
-from imsso.model import (Conflict, InstanceState, NotApplicable, NotFound, OperationKind, OperationState,
-                         UnitState)
+from imsso.model import Conflict, InstanceState, NotApplicable, NotFound, OperationKind, OperationState, UnitState
+from imsso.vault import ha1_pair
 
 K = OperationKind
 
@@ -39,6 +38,7 @@ def step_names(op) -> list[str]:
 
 
 # --- deploy and provision ----------------------------------------------------------------------------
+
 
 def test_deploy_of_a_new_instance(orch: Orchestrator):
     instance, op = deploy_new(orch)
@@ -87,8 +87,9 @@ def test_stack_state_is_in_progress_while_deploying(tmp_path: Path):
 
 
 def test_deploy_then_provision_ends_active_with_two_test_subscribers(orch: Orchestrator):
-    instance, first = orch.service.create(orch.caller(), "core", attributes={"mcn.endpoint.maas": "160.85.4.50"},
-                                          then=(K.DEPLOY, K.PROVISION))
+    instance, first = orch.service.create(
+        orch.caller(), "core", attributes={"mcn.endpoint.maas": "160.85.4.50"}, then=(K.DEPLOY, K.PROVISION)
+    )
     assert first.kind == K.DEPLOY
     last = orch.wait_chain(first.id)
     assert last.kind == K.PROVISION and last.state == OperationState.SUCCEEDED, last.error
@@ -122,8 +123,9 @@ def test_events_tell_deploy_succeeded_before_the_provision_that_follows(orch: Or
 
 
 def test_provision_without_test_subscribers(orch: Orchestrator):
-    instance, op = orch.service.create(orch.caller(), "core", attributes={"imsso.test_subscribers": "false"},
-                                       then=(K.DEPLOY, K.PROVISION))
+    instance, op = orch.service.create(
+        orch.caller(), "core", attributes={"imsso.test_subscribers": "false"}, then=(K.DEPLOY, K.PROVISION)
+    )
     assert orch.wait_chain(op.id).state == OperationState.SUCCEEDED
     assert orch.store.subscribers(instance.id) == []
     assert orch.store.get_instance(instance.id).state == InstanceState.ACTIVE
@@ -131,9 +133,13 @@ def test_provision_without_test_subscribers(orch: Orchestrator):
 
 # --- failure and retry ---------------------------------------------------------------------------------
 
+
 def test_a_driver_failure_fails_the_operation_with_the_step_and_message(orch: Orchestrator):
-    orch.driver.fail("preflight", "kamailio is not installed: install the Debian packages kamailio",
-                     cause="which kamailio: not found")
+    orch.driver.fail(
+        "preflight",
+        "kamailio is not installed: install the Debian packages kamailio",
+        cause="which kamailio: not found",
+    )
     instance, op = deploy_new(orch)
     assert op.state == OperationState.FAILED
     assert op.error.step == "preflight"
@@ -189,6 +195,7 @@ def test_a_retry_after_a_unit_failed_its_probe_makes_it_ready(orch: Orchestrator
 
 # --- scaling ---------------------------------------------------------------------------------------------
 
+
 def test_scale_out_and_in_starts_then_drains_and_stops_highest_first(orch: Orchestrator):
     instance, op = deploy_new(orch)
     assert op.state == OperationState.SUCCEEDED
@@ -225,8 +232,10 @@ def test_scale_out_and_in_starts_then_drains_and_stops_highest_first(orch: Orche
         assert units[name].address not in routing[-1].data["files"]["dispatcher.list"]
     # the S-CSCF that stays forgets each one that left their DMQ group
     forgets = [(c.unit, c.data["params"]) for c in calls if c.method == "call" and c.data["method"] == "dmq.remove"]
-    assert forgets == [("scscf-1", [f"sip:{units['scscf-3'].address}:5060"]),
-                       ("scscf-1", [f"sip:{units['scscf-2'].address}:5060"])]
+    assert forgets == [
+        ("scscf-1", [f"sip:{units['scscf-3'].address}:5060"]),
+        ("scscf-1", [f"sip:{units['scscf-2'].address}:5060"]),
+    ]
     assert sorted(u.name for u in orch.store.units(instance.id)) == ["dns-1", "pcscf-1", "scscf-1"]
     assert dispatcher(orch, instance.id) == [units["scscf-1"].address]
     assert orch.store.get_instance(instance.id).sizes["scscf"] == 1
@@ -265,6 +274,7 @@ def test_update_of_a_deployed_instance_records_the_attribute(orch: Orchestrator)
 
 
 # --- one operation at a time -------------------------------------------------------------------------
+
 
 def test_a_queued_operation_already_counts_as_current(tmp_path: Path):
     orch = Orchestrator(tmp_path)  # not started: what is submitted stays queued
@@ -305,6 +315,7 @@ def test_any_operation_while_one_runs_is_a_conflict_naming_it(tmp_path: Path):
 
 
 # --- restarts ---------------------------------------------------------------------------------------------
+
 
 def crash_while_running(tmp_path: Path, attempts: int = 1):
     """An orchestrator that took a deploy, marked it running, and died before finishing it."""
@@ -405,6 +416,7 @@ def test_a_queued_operation_is_run_after_a_restart(tmp_path: Path):
 
 # --- dispose ------------------------------------------------------------------------------------------------
 
+
 def test_dispose_removes_units_and_subscribers_and_frees_the_name(orch: Orchestrator):
     instance, op = deploy_new(orch, then=(K.DEPLOY, K.PROVISION))
     assert op.state == OperationState.SUCCEEDED
@@ -443,6 +455,7 @@ def test_dispose_of_an_instance_never_deployed(orch: Orchestrator):
 
 
 # --- dispose at any time ----------------------------------------------------------------------------------
+
 
 def events_of(orch: Orchestrator, instance_id: str) -> list[str]:
     return [e.message for e in orch.store.events(instance_id)]
@@ -576,8 +589,9 @@ def test_nothing_else_starts_while_a_dispose_waits(tmp_path: Path):
         orch.store.save_unit(unit)
         loop = Runtime(orch.store, orch.engine.request, [], lambda i, u: False)
         loop.tick()
-        assert sorted(o.kind for o in orch.store.operations(instance_id=instance.id)) == \
-            sorted([K.DEPLOY, K.PROVISION, K.DISPOSE])
+        assert sorted(o.kind for o in orch.store.operations(instance_id=instance.id)) == sorted(
+            [K.DEPLOY, K.PROVISION, K.DISPOSE]
+        )
         release.set()
         assert orch.wait(dispose.id).state == OperationState.SUCCEEDED
     finally:
@@ -586,6 +600,7 @@ def test_nothing_else_starts_while_a_dispose_waits(tmp_path: Path):
 
 
 # --- tenants ----------------------------------------------------------------------------------------------
+
 
 def test_a_tenant_sees_only_its_own_instances(orch: Orchestrator):
     instance, _ = orch.service.create(orch.caller("acme"), "core")
@@ -661,8 +676,9 @@ def test_a_subscriber_the_units_could_not_get_is_not_kept(orch: Orchestrator):
     with pytest.raises(Exception, match="disk full"):
         orch.service.put_subscriber(orch.caller(), "core", "carol", "a-new-password")
     instance = orch.store.find_instance("acme", "core")
-    subs = {s.user: s.ha1 for s in orch.store.subscribers(instance.id)
-            if s.user not in ("alice", "bob")}  # the test subscribers
+    subs = {
+        s.user: s.ha1 for s in orch.store.subscribers(instance.id) if s.user not in ("alice", "bob")
+    }  # the test subscribers
     # dave not added, carol's password not changed
     assert subs == {"carol": ha1_pair("carol", instance.domain, "carol-secret-1")[0]}
     orch.driver.fail("sync_subscribers", "disk full")

@@ -37,30 +37,39 @@ GROUPS = [d for d in DICTIONARY.values() if d.type == GROUPED and d.code != 279]
 
 _text = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=40)
 _VALUES = {
-    U32: st.integers(0, 2**32 - 1), ENUM: st.integers(0, 2**32 - 1),
-    I32: st.integers(-(2**31), 2**31 - 1), U64: st.integers(0, 2**64 - 1),
-    UTF8: _text, IDENTITY: _text, OCTETS: st.binary(max_size=40),
+    U32: st.integers(0, 2**32 - 1),
+    ENUM: st.integers(0, 2**32 - 1),
+    I32: st.integers(-(2**31), 2**31 - 1),
+    U64: st.integers(0, 2**64 - 1),
+    UTF8: _text,
+    IDENTITY: _text,
+    OCTETS: st.binary(max_size=40),
     ADDRESS: st.one_of(st.ip_addresses(v=4), st.ip_addresses(v=6)).map(str),
 }
 
 
 def leaf() -> st.SearchStrategy[Avp]:
-    return st.sampled_from(LEAVES).flatmap(
-        lambda d: _VALUES[d.type].map(lambda v, d=d: avp(d.name, v)))
+    return st.sampled_from(LEAVES).flatmap(lambda d: _VALUES[d.type].map(lambda v, d=d: avp(d.name, v)))
 
 
 def avps(depth: int = 0) -> st.SearchStrategy[Avp]:
     if depth >= 3:
         return leaf()
     grouped = st.sampled_from(GROUPS).flatmap(
-        lambda d: st.lists(avps(depth + 1), max_size=4).map(lambda items, d=d: avp(d.name, items)))
+        lambda d: st.lists(avps(depth + 1), max_size=4).map(lambda items, d=d: avp(d.name, items))
+    )
     return st.one_of(leaf(), grouped)
 
 
 messages = st.builds(
-    Message, code=st.integers(0, 2**24 - 1), flags=st.sampled_from([0x80, 0xC0, 0x40, 0x00, 0x20]),
-    app_id=st.integers(0, 2**32 - 1), hop_by_hop=st.integers(0, 2**32 - 1),
-    end_to_end=st.integers(0, 2**32 - 1), avps=st.lists(avps(), max_size=6))
+    Message,
+    code=st.integers(0, 2**24 - 1),
+    flags=st.sampled_from([0x80, 0xC0, 0x40, 0x00, 0x20]),
+    app_id=st.integers(0, 2**32 - 1),
+    hop_by_hop=st.integers(0, 2**32 - 1),
+    end_to_end=st.integers(0, 2**32 - 1),
+    avps=st.lists(avps(), max_size=6),
+)
 
 
 def decodes_or_refuses(data: bytes) -> Message | None:
@@ -115,7 +124,7 @@ def test_mutated_messages_never_raise_anything_else(msg: Message, data: st.DataO
         elif kind == "insert":
             wire[at:at] = data.draw(st.binary(min_size=1, max_size=12))
         elif kind == "zero-length" and len(wire) > at + 8:
-            wire[at + 5:at + 8] = b"\x00\x00\x00"  # an AVP length field, when `at` starts one
+            wire[at + 5 : at + 8] = b"\x00\x00\x00"  # an AVP length field, when `at` starts one
     if len(wire) >= 4 and data.draw(st.booleans()):  # keep the header's length true to the bytes
         wire[1:4] = len(wire).to_bytes(3, "big")
     decodes_or_refuses(bytes(wire))

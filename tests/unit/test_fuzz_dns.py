@@ -16,18 +16,41 @@ from imsso.dns.server import MAX_QUERY, UDP_EDNS_MAX, UDP_PLAIN_MAX, answer, par
 
 FUZZ = settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
-ZONE = parse_zone({"domain": "ims.test", "records": [
-    {"name": "pcscf-1.ims.test", "type": "A", "value": "127.100.0.10"},
-    {"name": "pcscf-1.ims.test", "type": "AAAA", "value": "::1"},
-    {"name": "_sip._udp.ims.test", "type": "SRV", "value": "pcscf-1.ims.test", "port": 5060},
-    {"name": "ims.test", "type": "NAPTR", "order": 10, "preference": 50, "flags": "s",
-     "service": "SIP+D2U", "replacement": "_sip._udp.ims.test"},
-    *[{"name": "big.ims.test", "type": "A", "value": f"127.100.1.{i}"} for i in range(1, 41)],  # ~700 B
-    *[{"name": "huge.ims.test", "type": "A", "value": f"127.100.2.{i}"} for i in range(1, 81)],  # ~1.3 KB
-]}, glue="127.100.0.2", serial=1)
+ZONE = parse_zone(
+    {
+        "domain": "ims.test",
+        "records": [
+            {"name": "pcscf-1.ims.test", "type": "A", "value": "127.100.0.10"},
+            {"name": "pcscf-1.ims.test", "type": "AAAA", "value": "::1"},
+            {"name": "_sip._udp.ims.test", "type": "SRV", "value": "pcscf-1.ims.test", "port": 5060},
+            {
+                "name": "ims.test",
+                "type": "NAPTR",
+                "order": 10,
+                "preference": 50,
+                "flags": "s",
+                "service": "SIP+D2U",
+                "replacement": "_sip._udp.ims.test",
+            },
+            *[{"name": "big.ims.test", "type": "A", "value": f"127.100.1.{i}"} for i in range(1, 41)],  # ~700 B
+            *[{"name": "huge.ims.test", "type": "A", "value": f"127.100.2.{i}"} for i in range(1, 81)],  # ~1.3 KB
+        ],
+    },
+    glue="127.100.0.2",
+    serial=1,
+)
 
-NAMES = ["pcscf-1.ims.test", "_sip._udp.ims.test", "ims.test", "big.ims.test", "huge.ims.test",
-         "nobody.ims.test", "_udp.ims.test", "example.com", "PCSCF-1.IMS.TEST"]
+NAMES = [
+    "pcscf-1.ims.test",
+    "_sip._udp.ims.test",
+    "ims.test",
+    "big.ims.test",
+    "huge.ims.test",
+    "nobody.ims.test",
+    "_udp.ims.test",
+    "example.com",
+    "PCSCF-1.IMS.TEST",
+]
 TYPES = ["A", "AAAA", "SRV", "NAPTR", "NS", "SOA", "ANY", "AXFR", "TXT", "MX"]
 
 
@@ -72,16 +95,19 @@ def raw_names(draw: st.DrawFn) -> bytes:
     text = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=60)
     length = st.integers(1, 191) | st.sampled_from([63, 64, 191])  # around the limits, often
     repeated = st.builds(lambda byte, size: bytes([byte]) * size, st.sampled_from(b"a-.\xff\x00"), length)
-    label = (st.binary(min_size=1, max_size=191) | repeated
-             | text.map(str.encode).filter(lambda b: len(b) <= 191))
+    label = st.binary(min_size=1, max_size=191) | repeated | text.map(str.encode).filter(lambda b: len(b) <= 191)
     labels = draw(st.lists(label, min_size=1, max_size=6))
     if draw(st.booleans()):
         labels += [b"ims", b"test"]
     qtype = draw(st.sampled_from([1, 28, 33, 35, 255, 252]))
     opt = b"\x00" + struct.pack("!HHIH", 41, draw(st.integers(0, 0xFFFF)), 0, 0)
     edns = draw(st.booleans())
-    return (struct.pack("!HHHHHH", draw(st.integers(0, 0xFFFF)), 0x0100, 1, 0, 0, int(edns))
-            + wire_name(*labels) + struct.pack("!HH", qtype, 1) + (opt if edns else b""))
+    return (
+        struct.pack("!HHHHHH", draw(st.integers(0, 0xFFFF)), 0x0100, 1, 0, 0, int(edns))
+        + wire_name(*labels)
+        + struct.pack("!HH", qtype, 1)
+        + (opt if edns else b"")
+    )
 
 
 @st.composite
@@ -97,9 +123,9 @@ def mutated(draw: st.DrawFn) -> bytes:
         elif action == "insert":
             data[where:where] = bytes([byte]) * draw(st.integers(1, 70))
         elif action == "delete":
-            del data[where:where + draw(st.integers(1, 8))]
+            del data[where : where + draw(st.integers(1, 8))]
         else:
-            del data[max(where, 2):]
+            del data[max(where, 2) :]
     return bytes(data)
 
 
@@ -168,9 +194,17 @@ def test_query_longer_than_a_query_is_formerr() -> None:
     assert check(padded, True).header.rcode == RCODE.FORMERR
 
 
-@pytest.mark.parametrize("name, count, edns, truncated", [
-    ("big", 40, None, True), ("big", 40, 512, True), ("big", 40, 1232, False), ("big", 40, 65535, False),
-    ("huge", 80, 1232, True), ("huge", 80, 65535, True)])
+@pytest.mark.parametrize(
+    "name, count, edns, truncated",
+    [
+        ("big", 40, None, True),
+        ("big", 40, 512, True),
+        ("big", 40, 1232, False),
+        ("big", 40, 65535, False),
+        ("huge", 80, 1232, True),
+        ("huge", 80, 65535, True),
+    ],
+)
 def test_udp_answer_size_follows_the_query(name: str, count: int, edns: int | None, truncated: bool) -> None:
     query = DNSRecord.question(f"{name}.ims.test")
     if edns is not None:

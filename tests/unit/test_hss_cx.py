@@ -40,20 +40,36 @@ BOB, BOB_IMPU = "bob@ims.test", "sip:bob@ims.test"
 CAROL, CAROL_IMPU = "carol@ims.test", "sip:carol@ims.test"
 
 PEER, PEER_ADDRESS = "scscf.ims.test", "127.100.0.11"  # the Origin-Host request() sends
-DATA: dict[str, Any] = {"realm": "ims.test", "scscfs": SCSCFS,
-                        "peers": [{"host": PEER, "address": PEER_ADDRESS}], "subscribers": [
-    {"impi": ALICE, "impus": [ALICE_IMPU, ALICE_TEL], "password": "alicepw", "k": K, "opc": OPC,
-     "amf": "8000", "sqn": 0},
-    {"impi": BOB, "impus": [BOB_IMPU], "password": "bobpw", "k": None, "opc": None},
-    {"impi": CAROL, "impus": [CAROL_IMPU], "password": None, "k": K, "opc": OPC, "sqn": 3200},
-]}
+DATA: dict[str, Any] = {
+    "realm": "ims.test",
+    "scscfs": SCSCFS,
+    "peers": [{"host": PEER, "address": PEER_ADDRESS}],
+    "subscribers": [
+        {
+            "impi": ALICE,
+            "impus": [ALICE_IMPU, ALICE_TEL],
+            "password": "alicepw",
+            "k": K,
+            "opc": OPC,
+            "amf": "8000",
+            "sqn": 0,
+        },
+        {"impi": BOB, "impus": [BOB_IMPU], "password": "bobpw", "k": None, "opc": None},
+        {"impi": CAROL, "impus": [CAROL_IMPU], "password": None, "k": K, "opc": OPC, "sqn": 3200},
+    ],
+}
 
 _ids = itertools.count(1)
 
 
 def new_hss(data: dict[str, Any] = DATA, log: list[str] | None = None) -> Hss:
-    return Hss(Subscribers.from_dict(data), "hss.ims.test", "ims.test", ["127.100.0.5"],
-               log=(log.append if log is not None else None))
+    return Hss(
+        Subscribers.from_dict(data),
+        "hss.ims.test",
+        "ims.test",
+        ["127.100.0.5"],
+        log=(log.append if log is not None else None),
+    )
 
 
 @pytest.fixture
@@ -66,10 +82,11 @@ def request(code: int, *avps: Avp, app: int = APP_CX, session: bool = True) -> M
     head = [avp("Session-Id", f"scscf.ims.test;{n};1")] if session else []
     head += [avp("Origin-Host", "scscf.ims.test"), avp("Origin-Realm", "ims.test")]
     if app == APP_CX:
-        head += [avp("Destination-Realm", "ims.test"),
-                 avp("Vendor-Specific-Application-Id", [avp("Vendor-Id", VENDOR_3GPP),
-                                                         avp("Auth-Application-Id", APP_CX)]),
-                 avp("Auth-Session-State", 1)]
+        head += [
+            avp("Destination-Realm", "ims.test"),
+            avp("Vendor-Specific-Application-Id", [avp("Vendor-Id", VENDOR_3GPP), avp("Auth-Application-Id", APP_CX)]),
+            avp("Auth-Session-State", 1),
+        ]
     return Message(code, FLAG_R | (FLAG_P if app == APP_CX else 0), app, n, n + 1000, head + list(avps))
 
 
@@ -82,24 +99,40 @@ def ask(hss: Hss, req: Message, peer: str = PEER_ADDRESS) -> Message:
 
 def uar(impi: str, impu: str, kind: int | None = None) -> Message:
     extra = [avp("User-Authorization-Type", kind)] if kind is not None else []
-    return request(CODE_UAR, avp("User-Name", impi), avp("Public-Identity", impu),
-                   avp("Visited-Network-Identifier", b"ims.test"), *extra)
+    return request(
+        CODE_UAR,
+        avp("User-Name", impi),
+        avp("Public-Identity", impu),
+        avp("Visited-Network-Identifier", b"ims.test"),
+        *extra,
+    )
 
 
-def mar(impi: str, impu: str, scheme: str = "Digest-MD5", count: int = 1,
-        authorization: bytes | None = None) -> Message:
+def mar(
+    impi: str, impu: str, scheme: str = "Digest-MD5", count: int = 1, authorization: bytes | None = None
+) -> Message:
     item = [avp("SIP-Authentication-Scheme", scheme)]
     if authorization is not None:
         item.append(avp("SIP-Authorization", authorization))
-    return request(CODE_MAR, avp("Public-Identity", impu), avp("User-Name", impi),
-                   avp("SIP-Number-Auth-Items", count), avp("SIP-Auth-Data-Item", item),
-                   avp("Server-Name", SCSCFS[0]))
+    return request(
+        CODE_MAR,
+        avp("Public-Identity", impu),
+        avp("User-Name", impi),
+        avp("SIP-Number-Auth-Items", count),
+        avp("SIP-Auth-Data-Item", item),
+        avp("Server-Name", SCSCFS[0]),
+    )
 
 
 def sar(impi: str | None, impu: str | None, kind: int, server: str = SCSCFS[0]) -> Message:
     ids = ([avp("Public-Identity", impu)] if impu else []) + ([avp("User-Name", impi)] if impi else [])
-    return request(CODE_SAR, *ids, avp("Server-Name", server), avp("Server-Assignment-Type", kind),
-                   avp("User-Data-Already-Available", 0))
+    return request(
+        CODE_SAR,
+        *ids,
+        avp("Server-Name", server),
+        avp("Server-Assignment-Type", kind),
+        avp("User-Data-Already-Available", 0),
+    )
 
 
 def lir(impu: str) -> Message:
@@ -120,12 +153,17 @@ def register(hss: Hss, impi: str, impu: str, server: str = SCSCFS[0]) -> None:
 
 # ---- base protocol ----
 
+
 def test_cer_gets_cea_with_cx_as_vendor_specific_application(hss: Hss) -> None:
-    cer = request(CODE_CE, avp("Host-IP-Address", "127.100.0.11"), avp("Vendor-Id", VENDOR_3GPP),
-                  avp("Product-Name", "kamailio"),
-                  avp("Vendor-Specific-Application-Id", [avp("Vendor-Id", VENDOR_3GPP),
-                                                          avp("Auth-Application-Id", APP_CX)]),
-                  app=0, session=False)
+    cer = request(
+        CODE_CE,
+        avp("Host-IP-Address", "127.100.0.11"),
+        avp("Vendor-Id", VENDOR_3GPP),
+        avp("Product-Name", "kamailio"),
+        avp("Vendor-Specific-Application-Id", [avp("Vendor-Id", VENDOR_3GPP), avp("Auth-Application-Id", APP_CX)]),
+        app=0,
+        session=False,
+    )
     cea = ask(hss, cer)
     assert cea.code == CODE_CE and not cea.is_request and cea.hop_by_hop == cer.hop_by_hop
     assert cea.get("Result-Code") == 2001
@@ -180,16 +218,22 @@ def test_answers_are_not_answered(hss: Hss) -> None:
 
 # ---- every Cx answer ----
 
-@pytest.mark.parametrize("make", [
-    lambda: uar(ALICE, ALICE_IMPU), lambda: uar("nobody@ims.test", "sip:nobody@ims.test"),
-    lambda: mar(ALICE, ALICE_IMPU), lambda: sar(ALICE, ALICE_IMPU, cx.REGISTRATION),
-    lambda: lir(BOB_IMPU), lambda: request(CODE_LIR),
-])
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: uar(ALICE, ALICE_IMPU),
+        lambda: uar("nobody@ims.test", "sip:nobody@ims.test"),
+        lambda: mar(ALICE, ALICE_IMPU),
+        lambda: sar(ALICE, ALICE_IMPU, cx.REGISTRATION),
+        lambda: lir(BOB_IMPU),
+        lambda: request(CODE_LIR),
+    ],
+)
 def test_every_cx_answer_has_the_common_avps(hss: Hss, make: Any) -> None:
     req = make()
     ans = ask(hss, req)
-    assert (ans.code, ans.app_id, ans.hop_by_hop, ans.end_to_end) == (
-        req.code, APP_CX, req.hop_by_hop, req.end_to_end)
+    assert (ans.code, ans.app_id, ans.hop_by_hop, ans.end_to_end) == (req.code, APP_CX, req.hop_by_hop, req.end_to_end)
     assert ans.flags == FLAG_P
     assert ans.avps[0].name == "Session-Id" and ans.get("Session-Id") == req.get("Session-Id")
     assert ans.get("Origin-Host") == "hss.ims.test" and ans.get("Origin-Realm") == "ims.test"
@@ -200,6 +244,7 @@ def test_every_cx_answer_has_the_common_avps(hss: Hss, make: Any) -> None:
 
 
 # ---- UAR ----
+
 
 def test_uar_unknown_user(hss: Hss) -> None:
     assert experimental(ask(hss, uar("nobody@ims.test", ALICE_IMPU))) == 5001
@@ -269,6 +314,7 @@ def test_uar_bad_authorization_type(hss: Hss) -> None:
 
 
 # ---- MAR ----
+
 
 def auth_items(ans: Message) -> list[Avp]:
     items = ans.find_all("SIP-Auth-Data-Item")
@@ -373,13 +419,16 @@ def test_mar_hss_selected_scheme(hss: Hss) -> None:
         assert md5.get("SIP-Authorization") == pw
 
 
-@pytest.mark.parametrize("impi, impu, scheme", [
-    (BOB, BOB_IMPU, "Digest-AKAv1-MD5"),  # no keys
-    (CAROL, CAROL_IMPU, "Digest-MD5"),  # no password
-    (CAROL, CAROL_IMPU, "SIP Digest"),
-    (ALICE, ALICE_IMPU, "HTTP_DIGEST_MD5"),  # ETSI digest: not served
-    (ALICE, ALICE_IMPU, "NASS-Bundled"),
-])
+@pytest.mark.parametrize(
+    "impi, impu, scheme",
+    [
+        (BOB, BOB_IMPU, "Digest-AKAv1-MD5"),  # no keys
+        (CAROL, CAROL_IMPU, "Digest-MD5"),  # no password
+        (CAROL, CAROL_IMPU, "SIP Digest"),
+        (ALICE, ALICE_IMPU, "HTTP_DIGEST_MD5"),  # ETSI digest: not served
+        (ALICE, ALICE_IMPU, "NASS-Bundled"),
+    ],
+)
 def test_mar_scheme_not_supported(hss: Hss, impi: str, impu: str, scheme: str) -> None:
     ans = ask(hss, mar(impi, impu, scheme))
     assert experimental(ans) == 5006 and ans.find("SIP-Auth-Data-Item") is None
@@ -396,6 +445,7 @@ def test_mar_missing_user_name(hss: Hss) -> None:
 
 
 # ---- SAR and LIR ----
+
 
 def test_sar_registration_returns_the_subscription(hss: Hss) -> None:
     ans = ask(hss, sar(ALICE, ALICE_IMPU, cx.REGISTRATION, SCSCFS[1]))
@@ -424,8 +474,7 @@ def test_sar_re_registration_moves_the_user(hss: Hss) -> None:
     assert hss.registration(ALICE_TEL).server == SCSCFS[2]
 
 
-@pytest.mark.parametrize("kind", [cx.USER_DEREGISTRATION, cx.TIMEOUT_DEREGISTRATION,
-                                  cx.ADMINISTRATIVE_DEREGISTRATION])
+@pytest.mark.parametrize("kind", [cx.USER_DEREGISTRATION, cx.TIMEOUT_DEREGISTRATION, cx.ADMINISTRATIVE_DEREGISTRATION])
 def test_sar_deregistration_forgets(hss: Hss, kind: int) -> None:
     register(hss, ALICE, ALICE_IMPU, SCSCFS[0])
     ans = ask(hss, sar(ALICE, ALICE_IMPU, kind, SCSCFS[0]))
@@ -451,11 +500,11 @@ def test_sar_by_public_identity_only(hss: Hss) -> None:
 def test_sar_failures(hss: Hss) -> None:
     assert experimental(ask(hss, sar("nobody@ims.test", None, cx.REGISTRATION))) == 5001
     assert experimental(ask(hss, sar(ALICE, BOB_IMPU, cx.REGISTRATION))) == 5002
-    missing = ask(hss, request(CODE_SAR, avp("Public-Identity", ALICE_IMPU),
-                               avp("Server-Assignment-Type", cx.REGISTRATION)))
+    missing = ask(
+        hss, request(CODE_SAR, avp("Public-Identity", ALICE_IMPU), avp("Server-Assignment-Type", cx.REGISTRATION))
+    )
     assert missing.get("Result-Code") == 5005 and missing.find("Failed-AVP").items[0].code == 602
-    no_ids = ask(hss, request(CODE_SAR, avp("Server-Name", SCSCFS[0]),
-                              avp("Server-Assignment-Type", cx.REGISTRATION)))
+    no_ids = ask(hss, request(CODE_SAR, avp("Server-Name", SCSCFS[0]), avp("Server-Assignment-Type", cx.REGISTRATION)))
     assert no_ids.get("Result-Code") == 5005
     bad = ask(hss, sar(ALICE, ALICE_IMPU, 99))
     assert bad.get("Result-Code") == 5004 and bad.find("Failed-AVP").items[0].code == 614
@@ -481,6 +530,7 @@ def test_lir_unknown_user(hss: Hss) -> None:
 
 
 # ---- errors, figures, reload ----
+
 
 def test_undecodable_request_is_answered(hss: Hss) -> None:
     wire = encode(uar(ALICE, ALICE_IMPU))
@@ -523,8 +573,7 @@ def test_status_counts_per_command_and_result(hss: Hss) -> None:
     ask(hss, uar(ALICE, BOB_IMPU))
     ask(hss, mar(BOB, BOB_IMPU))
     status = hss.status()
-    assert status["requests"]["UAR"] == {"DIAMETER_FIRST_REGISTRATION": 2,
-                                         "DIAMETER_ERROR_IDENTITIES_DONT_MATCH": 1}
+    assert status["requests"]["UAR"] == {"DIAMETER_FIRST_REGISTRATION": 2, "DIAMETER_ERROR_IDENTITIES_DONT_MATCH": 1}
     assert status["requests"]["MAR"] == {"DIAMETER_SUCCESS": 1}
     assert status["requests_total"] == 4
     assert status["subscribers"] == 3 and status["scscfs"] == SCSCFS
@@ -564,17 +613,21 @@ def test_reload_drops_removed_identities(hss: Hss) -> None:
 
 # ---- subscriber data ----
 
-@pytest.mark.parametrize("change, words", [
-    ({"realm": ""}, "realm"),
-    ({"scscfs": "sip:x"}, "scscfs"),
-    ({"subscribers": [{"impi": "a", "impus": []}]}, "impus"),
-    ({"subscribers": [{"impi": "a", "impus": ["sip:a"], "k": "00"}]}, "'k'"),
-    ({"subscribers": [{"impi": "a", "impus": ["sip:a"], "k": K}]}, "go together"),
-    ({"subscribers": [{"impi": "a", "impus": ["sip:a"], "sqn": -1}]}, "sqn"),
-    ({"subscribers": [{"impi": "a", "impus": ["sip:a"], "amf": "zz"}]}, "amf"),
-    ({"subscribers": [{"impi": "a", "impus": ["sip:a"]}, {"impi": "a", "impus": ["sip:b"]}]}, "twice"),
-    ({"subscribers": [{"impi": "a", "impus": ["sip:a"]}, {"impi": "b", "impus": ["sip:a"]}]}, "twice"),
-])
+
+@pytest.mark.parametrize(
+    "change, words",
+    [
+        ({"realm": ""}, "realm"),
+        ({"scscfs": "sip:x"}, "scscfs"),
+        ({"subscribers": [{"impi": "a", "impus": []}]}, "impus"),
+        ({"subscribers": [{"impi": "a", "impus": ["sip:a"], "k": "00"}]}, "'k'"),
+        ({"subscribers": [{"impi": "a", "impus": ["sip:a"], "k": K}]}, "go together"),
+        ({"subscribers": [{"impi": "a", "impus": ["sip:a"], "sqn": -1}]}, "sqn"),
+        ({"subscribers": [{"impi": "a", "impus": ["sip:a"], "amf": "zz"}]}, "amf"),
+        ({"subscribers": [{"impi": "a", "impus": ["sip:a"]}, {"impi": "a", "impus": ["sip:b"]}]}, "twice"),
+        ({"subscribers": [{"impi": "a", "impus": ["sip:a"]}, {"impi": "b", "impus": ["sip:a"]}]}, "twice"),
+    ],
+)
 def test_bad_subscriber_data_is_refused(change: dict[str, Any], words: str) -> None:
     with pytest.raises(SubscribersError, match=words):
         Subscribers.from_dict({**DATA, **change})
@@ -582,7 +635,6 @@ def test_bad_subscriber_data_is_refused(change: dict[str, Any], words: str) -> N
 
 def test_op_gives_opc() -> None:
     op = "cdc202d5123e20f62b6d676ac72cb318"  # TS 35.207 test set 1
-    subs = Subscribers.from_dict({"realm": "r", "subscribers": [
-        {"impi": "a", "impus": ["sip:a"], "k": K, "op": op}]})
+    subs = Subscribers.from_dict({"realm": "r", "subscribers": [{"impi": "a", "impus": ["sip:a"], "k": K, "op": op}]})
     assert subs.subscribers[0].opc == bytes.fromhex(OPC)
     assert subs.subscribers[0].amf == b"\x80\x00" and subs.scscfs == ()

@@ -35,15 +35,23 @@ from imsso.hss.diameter import (
 
 
 def uar(**extra: object) -> Message:
-    return Message(CODE_UAR, FLAG_R | FLAG_P, APP_CX, 0x11223344, 0x55667788, [
-        avp("Session-Id", "icscf.ims.test;1;2"),
-        avp("Vendor-Specific-Application-Id", [avp("Vendor-Id", VENDOR_3GPP),
-                                                avp("Auth-Application-Id", APP_CX)]),
-        avp("Auth-Session-State", 1),
-        avp("Origin-Host", "icscf.ims.test"), avp("Origin-Realm", "ims.test"),
-        avp("User-Name", "alice@ims.test"), avp("Public-Identity", "sip:alice@ims.test"),
-        avp("Visited-Network-Identifier", b"ims.test"),
-    ])
+    return Message(
+        CODE_UAR,
+        FLAG_R | FLAG_P,
+        APP_CX,
+        0x11223344,
+        0x55667788,
+        [
+            avp("Session-Id", "icscf.ims.test;1;2"),
+            avp("Vendor-Specific-Application-Id", [avp("Vendor-Id", VENDOR_3GPP), avp("Auth-Application-Id", APP_CX)]),
+            avp("Auth-Session-State", 1),
+            avp("Origin-Host", "icscf.ims.test"),
+            avp("Origin-Realm", "ims.test"),
+            avp("User-Name", "alice@ims.test"),
+            avp("Public-Identity", "sip:alice@ims.test"),
+            avp("Visited-Network-Identifier", b"ims.test"),
+        ],
+    )
 
 
 def raw_avp(code: int, flags: int, payload: bytes, vendor: int | None = None, length: int | None = None) -> bytes:
@@ -55,13 +63,15 @@ def raw_avp(code: int, flags: int, payload: bytes, vendor: int | None = None, le
     return out + payload + b"\x00" * (-(head + len(payload)) % 4)
 
 
-def raw_message(body: bytes, code: int = CODE_UAR, flags: int = FLAG_R | FLAG_P, version: int = 1,
-                length: int | None = None) -> bytes:
+def raw_message(
+    body: bytes, code: int = CODE_UAR, flags: int = FLAG_R | FLAG_P, version: int = 1, length: int | None = None
+) -> bytes:
     size = 20 + len(body) if length is None else length
     return struct.pack(">IIIII", (version << 24) | size, (flags << 24) | code, APP_CX, 7, 9) + body
 
 
 # ---- round trips and layout ----
+
 
 def test_round_trip_keeps_header_and_avps() -> None:
     msg = uar()
@@ -77,16 +87,29 @@ def test_round_trip_keeps_header_and_avps() -> None:
 
 
 def test_all_types_round_trip() -> None:
-    msg = Message(CODE_CE, FLAG_R, 0, 1, 2, [
-        avp("Host-IP-Address", "127.0.0.1"), avp("Host-IP-Address", "::1"),
-        avp("Result-Code", 4294967295), avp("Origin-State-Id", 0), avp("Product-Name", "ünïcode"),
-        avp("User-Data", b"\x00\xff<xml/>"), avp("Auth-Session-State", 1),
-        Avp(999, b"\x01\x02\x03", vendor=12345),  # unknown: kept as it came
-    ])
+    msg = Message(
+        CODE_CE,
+        FLAG_R,
+        0,
+        1,
+        2,
+        [
+            avp("Host-IP-Address", "127.0.0.1"),
+            avp("Host-IP-Address", "::1"),
+            avp("Result-Code", 4294967295),
+            avp("Origin-State-Id", 0),
+            avp("Product-Name", "ünïcode"),
+            avp("User-Data", b"\x00\xff<xml/>"),
+            avp("Auth-Session-State", 1),
+            Avp(999, b"\x01\x02\x03", vendor=12345),  # unknown: kept as it came
+        ],
+    )
     back = decode(encode(msg))
     assert back == msg
     assert [a.value() for a in back.find_all("Host-IP-Address")] == [
-        ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1")]
+        ipaddress.ip_address("127.0.0.1"),
+        ipaddress.ip_address("::1"),
+    ]
     assert back.get("Result-Code") == 4294967295
     assert back.get("Product-Name") == "ünïcode"
     assert back.get("User-Data") == b"\x00\xff<xml/>"
@@ -115,8 +138,14 @@ def test_padding_is_outside_the_avp_length_and_zero() -> None:
 
 def test_grouped_nests_and_decodes_members() -> None:
     inner = avp("Experimental-Result", [avp("Vendor-Id", VENDOR_3GPP), avp("Experimental-Result-Code", 5001)])
-    item = avp("SIP-Auth-Data-Item", [avp("SIP-Item-Number", 1), avp("SIP-Authenticate", bytes(32)),
-                                      avp("SIP-Digest-Authenticate", [avp("Digest-HA1", "00" * 16)])])
+    item = avp(
+        "SIP-Auth-Data-Item",
+        [
+            avp("SIP-Item-Number", 1),
+            avp("SIP-Authenticate", bytes(32)),
+            avp("SIP-Digest-Authenticate", [avp("Digest-HA1", "00" * 16)]),
+        ],
+    )
     back = decode(encode(Message(CODE_UAR, 0, APP_CX, 1, 1, [inner, item])))
     er = back.find("Experimental-Result")
     assert er.get("Experimental-Result-Code") == 5001 and er.get("Vendor-Id") == VENDOR_3GPP
@@ -134,6 +163,7 @@ def test_answer_keeps_identifiers_and_proxiable_bit() -> None:
 
 
 # ---- framing ----
+
 
 def test_framer_handles_any_split() -> None:
     wire = encode(uar()) + encode(uar())
@@ -167,6 +197,7 @@ def test_framer_refuses_impossible_lengths_with_the_header(length: int) -> None:
 
 
 # ---- malformed messages ----
+
 
 def fault(data: bytes) -> DiameterError:
     with pytest.raises(DiameterError) as err:
@@ -246,8 +277,7 @@ def test_unknown_mandatory_avp_is_tolerated() -> None:
 
 def test_failed_avp_content_is_never_refused() -> None:
     broken = raw_avp(268, AVP_M, b"\x00\x00\x07")  # the Result-Code of 3 bytes we complained of
-    msg = decode(raw_message(raw_avp(268, AVP_M, struct.pack(">I", 5014)) + raw_avp(279, AVP_M, broken),
-                             flags=FLAG_P))
+    msg = decode(raw_message(raw_avp(268, AVP_M, struct.pack(">I", 5014)) + raw_avp(279, AVP_M, broken), flags=FLAG_P))
     failed = msg.find("Failed-AVP")
     assert msg.get("Result-Code") == 5014 and failed.items is not None
     assert failed.items[0].code == 268 and failed.items[0].data == b"\x00\x00\x07"

@@ -37,10 +37,20 @@ from imsso.hss.diameter import (
 ADDRESS = "127.0.0.1"
 SCSCF = "sip:127.100.0.11:5060"
 PEER = "icscf.ims.test"  # the Origin-Host request() sends, listed with ADDRESS
-DATA: dict[str, Any] = {"realm": "ims.test", "scscfs": [SCSCF],
-                        "peers": [{"host": PEER, "address": ADDRESS}], "subscribers": [
-    {"impi": "alice@ims.test", "impus": ["sip:alice@ims.test"], "password": "alicepw",
-     "k": "465b5ce8b199b49faa5f0a2ee238a6bc", "opc": "cd63cb71954a9f4e48a5994e37a02baf"}]}
+DATA: dict[str, Any] = {
+    "realm": "ims.test",
+    "scscfs": [SCSCF],
+    "peers": [{"host": PEER, "address": ADDRESS}],
+    "subscribers": [
+        {
+            "impi": "alice@ims.test",
+            "impus": ["sip:alice@ims.test"],
+            "password": "alicepw",
+            "k": "465b5ce8b199b49faa5f0a2ee238a6bc",
+            "opc": "cd63cb71954a9f4e48a5994e37a02baf",
+        }
+    ],
+}
 _ids = itertools.count(1)
 
 
@@ -94,16 +104,23 @@ class Peer:
 
 def request(code: int, *avps: Any, app: int = APP_CX) -> Message:
     n = next(_ids)
-    head = [avp("Session-Id", f"icscf.ims.test;{n}"), avp("Origin-Host", "icscf.ims.test"),
-            avp("Origin-Realm", "ims.test")]
+    head = [
+        avp("Session-Id", f"icscf.ims.test;{n}"),
+        avp("Origin-Host", "icscf.ims.test"),
+        avp("Origin-Realm", "ims.test"),
+    ]
     return Message(code, FLAG_R | (FLAG_P if app else 0), app, n, n, head + list(avps))
 
 
 def cer() -> Message:
-    return request(CODE_CE, avp("Host-IP-Address", ADDRESS), avp("Vendor-Id", VENDOR_3GPP),
-                   avp("Product-Name", "test"),
-                   avp("Vendor-Specific-Application-Id", [avp("Vendor-Id", VENDOR_3GPP),
-                                                           avp("Auth-Application-Id", APP_CX)]), app=0)
+    return request(
+        CODE_CE,
+        avp("Host-IP-Address", ADDRESS),
+        avp("Vendor-Id", VENDOR_3GPP),
+        avp("Product-Name", "test"),
+        avp("Vendor-Specific-Application-Id", [avp("Vendor-Id", VENDOR_3GPP), avp("Auth-Application-Id", APP_CX)]),
+        app=0,
+    )
 
 
 def uar(impi: str = "alice@ims.test", impu: str = "sip:alice@ims.test") -> Message:
@@ -145,9 +162,25 @@ def spawn(tmp_path: Path, data: Any = DATA) -> Unit:
     subs, log, pidfile = tmp_path / "hss.json", tmp_path / "hss.log", tmp_path / "hss.pid"
     subs.write_text(json.dumps(data) if not isinstance(data, str) else data)
     port, status_port = free_port(), free_port()
-    cmd = [sys.executable, "-m", "imsso.hss.server", "--listen", ADDRESS, "--port", str(port),
-           "--identity", "hss.ims.test", "--realm", "ims.test", "--subscribers", str(subs),
-           "--status-port", str(status_port), "--pidfile", str(pidfile)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "imsso.hss.server",
+        "--listen",
+        ADDRESS,
+        "--port",
+        str(port),
+        "--identity",
+        "hss.ims.test",
+        "--realm",
+        "ims.test",
+        "--subscribers",
+        str(subs),
+        "--status-port",
+        str(status_port),
+        "--pidfile",
+        str(pidfile),
+    ]
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
     unit = Unit(proc, port, status_port, subs, log, pidfile)
@@ -188,7 +221,7 @@ def test_pipelined_requests_split_across_writes(unit: Unit) -> None:
     peer = unit.peer()
     wire = encode(cer()) + b"".join(encode(uar()) for _ in range(5))
     for i in range(0, len(wire), 7):  # odd-sized pieces, headers cut in the middle
-        peer.send_raw(wire[i:i + 7])
+        peer.send_raw(wire[i : i + 7])
         time.sleep(0.001)
     answers = [peer.receive() for _ in range(6)]
     assert answers[0].code == CODE_CE
@@ -253,9 +286,15 @@ def test_status_endpoint(unit: Unit) -> None:
 def test_sighup_reloads_and_keeps_connections_and_registrations(unit: Unit) -> None:
     peer = unit.peer()
     peer.ask(cer())
-    saa = peer.ask(request(CODE_SAR, avp("User-Name", "alice@ims.test"),
-                           avp("Public-Identity", "sip:alice@ims.test"), avp("Server-Name", SCSCF),
-                           avp("Server-Assignment-Type", 1)))
+    saa = peer.ask(
+        request(
+            CODE_SAR,
+            avp("User-Name", "alice@ims.test"),
+            avp("Public-Identity", "sip:alice@ims.test"),
+            avp("Server-Name", SCSCF),
+            avp("Server-Assignment-Type", 1),
+        )
+    )
     assert saa.get("Result-Code") == 2001
     bob = {"impi": "bob@ims.test", "impus": ["sip:bob@ims.test"], "password": "bobpw"}
     unit.subscribers.write_text(json.dumps({**DATA, "subscribers": DATA["subscribers"] + [bob]}))
@@ -295,7 +334,23 @@ def test_port_in_use(tmp_path: Path) -> None:
         port = busy.getsockname()[1]
         subs = tmp_path / "hss.json"
         subs.write_text(json.dumps(DATA))
-        done = subprocess.run([sys.executable, "-m", "imsso.hss.server", "--listen", ADDRESS,
-                               "--port", str(port), "--subscribers", str(subs), "--status-port", "0"],
-                              check=False, capture_output=True, text=True, timeout=20)
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "imsso.hss.server",
+                "--listen",
+                ADDRESS,
+                "--port",
+                str(port),
+                "--subscribers",
+                str(subs),
+                "--status-port",
+                "0",
+            ],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
     assert done.returncode == 2 and "cannot bind" in done.stderr

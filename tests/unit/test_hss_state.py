@@ -22,8 +22,13 @@ OTHER_SCSCF = "sip:127.100.0.12:5060"
 
 
 def sar(server: str = SCSCF, kind: int = 1) -> Message:
-    return request(CODE_SAR, avp("User-Name", ALICE), avp("Public-Identity", ALICE_IMPU),
-                   avp("Server-Name", server), avp("Server-Assignment-Type", kind))
+    return request(
+        CODE_SAR,
+        avp("User-Name", ALICE),
+        avp("Public-Identity", ALICE_IMPU),
+        avp("Server-Name", server),
+        avp("Server-Assignment-Type", kind),
+    )
 
 
 def lir() -> Message:
@@ -31,10 +36,14 @@ def lir() -> Message:
 
 
 def aka_mar() -> Message:
-    return request(CODE_MAR, avp("User-Name", ALICE), avp("Public-Identity", ALICE_IMPU),
-                   avp("SIP-Number-Auth-Items", 1),
-                   avp("SIP-Auth-Data-Item", [avp("SIP-Authentication-Scheme", "Digest-AKAv1-MD5")]),
-                   avp("Server-Name", SCSCF))
+    return request(
+        CODE_MAR,
+        avp("User-Name", ALICE),
+        avp("Public-Identity", ALICE_IMPU),
+        avp("SIP-Number-Auth-Items", 1),
+        avp("SIP-Auth-Data-Item", [avp("SIP-Authentication-Scheme", "Digest-AKAv1-MD5")]),
+        avp("Server-Name", SCSCF),
+    )
 
 
 def sqn_seen_by_the_ue(maa: Message) -> int:
@@ -112,15 +121,15 @@ def test_state_option_and_atomic_writes(tmp_path: Path) -> None:
     path = tmp_path / "elsewhere" / "state.json"
     path.parent.mkdir()
     logs: list[str] = []
-    hss = Hss(Subscribers.from_dict(DATA), "hss.ims.test", "ims.test", log=logs.append,
-              state=StateFile(path, logs.append))
+    hss = Hss(
+        Subscribers.from_dict(DATA), "hss.ims.test", "ims.test", log=logs.append, state=StateFile(path, logs.append)
+    )
     hss.handle(sar(), peer="127.0.0.1")
     assert json.loads(path.read_text())["registrations"][ALICE_IMPU]["server"] == SCSCF
     assert os.stat(path).st_mode & 0o077 == 0  # the file says who is registered where
     assert [p.name for p in path.parent.iterdir()] == ["state.json"]  # no temporary file left
     hss.handle(sar(OTHER_SCSCF), peer="127.0.0.1")
-    reborn = Hss(Subscribers.from_dict(DATA), "hss.ims.test", "ims.test",
-                 state=StateFile(path, logs.append))
+    reborn = Hss(Subscribers.from_dict(DATA), "hss.ims.test", "ims.test", state=StateFile(path, logs.append))
     assert reborn.registration(ALICE_IMPU).server == OTHER_SCSCF
 
 

@@ -47,10 +47,14 @@ class BoundPeer(Peer):
 
 
 def mar() -> object:
-    return request(CODE_MAR, avp("User-Name", "alice@ims.test"), avp("Public-Identity", "sip:alice@ims.test"),
-                   avp("SIP-Number-Auth-Items", 1),
-                   avp("SIP-Auth-Data-Item", [avp("SIP-Authentication-Scheme", "Digest-MD5")]),
-                   avp("Server-Name", "sip:evil@127.0.0.77"))
+    return request(
+        CODE_MAR,
+        avp("User-Name", "alice@ims.test"),
+        avp("Public-Identity", "sip:alice@ims.test"),
+        avp("SIP-Number-Auth-Items", 1),
+        avp("SIP-Auth-Data-Item", [avp("SIP-Authentication-Scheme", "Digest-MD5")]),
+        avp("Server-Name", "sip:evil@127.0.0.77"),
+    )
 
 
 def forged_cer(origin_host: str) -> object:
@@ -80,6 +84,7 @@ def unit(tmp_path: Path) -> Iterator[Unit]:
 
 # ---- capabilities exchange ----
 
+
 def test_mar_without_cer_gets_no_vector_and_the_connection_closes(unit: Unit) -> None:
     attacker = unit.peer()
     attacker.send_raw(encode(mar()))
@@ -90,8 +95,13 @@ def test_mar_without_cer_gets_no_vector_and_the_connection_closes(unit: Unit) ->
 def test_sar_then_cer_in_one_write_is_refused_whole(unit: Unit) -> None:
     """Pipelining a request ahead of the CER does not sneak it through."""
     attacker = unit.peer()
-    sar = request(301, avp("User-Name", "alice@ims.test"), avp("Public-Identity", "sip:alice@ims.test"),
-                  avp("Server-Name", "sip:evil@127.0.0.77"), avp("Server-Assignment-Type", 1))
+    sar = request(
+        301,
+        avp("User-Name", "alice@ims.test"),
+        avp("Public-Identity", "sip:alice@ims.test"),
+        avp("Server-Name", "sip:evil@127.0.0.77"),
+        avp("Server-Assignment-Type", 1),
+    )
     attacker.send_raw(encode(sar) + encode(cer()))
     assert answers_before_close(attacker) == []
     assert unit.status()["registered_impus"] == 0
@@ -153,13 +163,19 @@ def test_without_a_peer_list_nobody_is_served(tmp_path: Path) -> None:
 
 # ---- any input, any number of connections ----
 
+
 def test_garbage_oversized_headers_and_a_flood_leave_the_listed_peer_served(unit: Unit) -> None:
     bystander = unit.peer()
     assert bystander.ask(cer()).get("Result-Code") == 2001
-    junk = [b"\x00" * 64, b"\xff" * 64, b"GET / HTTP/1.0\r\n\r\n", bytes(range(256)),
-            b"\x01\xff\xff\xfc" + bytes(16),  # a header announcing 16 MiB
-            b"\x01\x01\x00\x04" + bytes(16),  # 65540 bytes: one word over the limit
-            b"\x01\x00\x00\x14\x80\x00\x01\x01" + bytes(12)]  # a bare CER header, no AVPs
+    junk = [
+        b"\x00" * 64,
+        b"\xff" * 64,
+        b"GET / HTTP/1.0\r\n\r\n",
+        bytes(range(256)),
+        b"\x01\xff\xff\xfc" + bytes(16),  # a header announcing 16 MiB
+        b"\x01\x01\x00\x04" + bytes(16),  # 65540 bytes: one word over the limit
+        b"\x01\x00\x00\x14\x80\x00\x01\x01" + bytes(12),
+    ]  # a bare CER header, no AVPs
     for data in junk:
         p = BoundPeer(unit.port, STRANGER)
         p.send_raw(data)
@@ -193,7 +209,7 @@ def test_mutated_requests_from_a_listed_peer_never_stop_the_hss(unit: Unit) -> N
     rng = random.Random(9)
     peer = unit.peer()
     peer.ask(cer())
-    for n in range(200):
+    for _ in range(200):
         wire = bytearray(encode(uar()))
         for _ in range(rng.randint(1, 4)):
             wire[rng.randrange(4, len(wire))] = rng.randrange(256)  # the length word kept whole
@@ -233,9 +249,11 @@ def test_a_connection_that_sends_no_cer_is_closed(unit: Unit) -> None:
 
 # ---- the peer list itself ----
 
+
 def test_peer_list_checks() -> None:
-    subs = Subscribers.from_dict({"realm": "ims.test", "peers": [
-        {"host": "ICSCF-1.ims.test", "address": "127.100.0.4"}]})
+    subs = Subscribers.from_dict(
+        {"realm": "ims.test", "peers": [{"host": "ICSCF-1.ims.test", "address": "127.100.0.4"}]}
+    )
     assert subs.allows("icscf-1.ims.test", "127.100.0.4")
     assert subs.allows("icscf-1.IMS.test", "::ffff:127.100.0.4")
     assert not subs.allows("icscf-1.ims.test", "127.100.0.5")
@@ -249,19 +267,45 @@ def test_peer_list_checks() -> None:
 def test_the_ims_profile_lists_each_cscf_as_its_cdp_announces_itself() -> None:
     """hss.json's peers are exactly the (FQDN, src_addr) of every diameter.xml in the plan."""
     profile = profiles.load("ims")
-    instance = Instance(id="i", tenant="t", name="core", profile="ims", driver="fake", domain="ims.test",
-                        sizes={"hss": 1, "scscf": 3, "icscf": 2, "pcscf": 1, "dns": 1}, attributes={},
-                        secret="s")
+    instance = Instance(
+        id="i",
+        tenant="t",
+        name="core",
+        profile="ims",
+        driver="fake",
+        domain="ims.test",
+        sizes={"hss": 1, "scscf": 3, "icscf": 2, "pcscf": 1, "dns": 1},
+        attributes={},
+        secret="s",
+    )
     units, n = [], 2
     for role, count in instance.sizes.items():
         for index in range(1, count + 1):
-            units.append(PlanUnit(id=f"u{n}", instance_id="i", name=f"{role}-{index}", role=role,
-                                  index=index, address=f"127.200.0.{n}"))
+            units.append(
+                PlanUnit(
+                    id=f"u{n}",
+                    instance_id="i",
+                    name=f"{role}-{index}",
+                    role=role,
+                    index=index,
+                    address=f"127.200.0.{n}",
+                )
+            )
             n += 1
-    plan = planning.build(instance, profile, units, lambda i, u: {
-        "unit_dir": "/x", "subscribers_db": "/x/s.sqlite", "hss_subscribers": "/x/h.json",
-        "dns_port": "53", "internal_net": "127.200.0.0/24", "manager_address": "127.0.0.1"},
-        in_routing=["scscf-1"])
+    plan = planning.build(
+        instance,
+        profile,
+        units,
+        lambda i, u: {
+            "unit_dir": "/x",
+            "subscribers_db": "/x/s.sqlite",
+            "hss_subscribers": "/x/h.json",
+            "dns_port": "53",
+            "internal_net": "127.200.0.0/24",
+            "manager_address": "127.0.0.1",
+        },
+        in_routing=["scscf-1"],
+    )
     hss = json.loads(plan.unit("hss-1").files["hss.json"])
     announced = set()
     for unit in plan.units:
@@ -273,4 +317,3 @@ def test_the_ims_profile_lists_each_cscf_as_its_cdp_announces_itself() -> None:
     assert len(announced) == 5  # 3 S-CSCFs and 2 I-CSCFs, routed or not
     assert {(p["host"], p["address"]) for p in hss["peers"]} == announced
     assert Subscribers.from_dict(hss).peers  # the HSS reads it
-

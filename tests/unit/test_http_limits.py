@@ -51,9 +51,13 @@ def plain_body(attributes: dict[str, str]) -> str:
 
 # --- the body limit -----------------------------------------------------------------------------------
 
+
 def test_a_body_over_the_limit_is_413_in_plain_text_on_occi_paths(client, acme):
-    r = client.put("/orchestrator/default", headers={**acme, "Content-Type": "text/plain"},
-                   content=plain_body({"mcn.pad": "x" * LIMIT}))
+    r = client.put(
+        "/orchestrator/default",
+        headers={**acme, "Content-Type": "text/plain"},
+        content=plain_body({"mcn.pad": "x" * LIMIT}),
+    )
     assert r.status_code == 413
     assert r.headers["content-type"].startswith("text/plain")
     assert f"at most {LIMIT} bytes" in r.text and "IMSSO_MAX_BODY" in r.text
@@ -73,6 +77,7 @@ def test_a_streamed_body_without_length_is_counted(client, acme):
     def chunks():
         for _ in range(8):
             yield b"X-OCCI-Attribute: mcn.a=" + b"1" * 1000 + b"\n"
+
     r = client.put("/orchestrator/default", headers={**acme, "Content-Type": "text/plain"}, content=chunks())
     assert "content-length" not in r.request.headers
     assert r.status_code == 413 and f"at most {LIMIT} bytes" in r.text
@@ -125,16 +130,23 @@ def test_the_limit_stops_reading_as_soon_as_the_count_passes_it():
 
 # --- OCCI item limits ---------------------------------------------------------------------------------
 
+
 def test_more_than_200_attributes_is_400_naming_the_limit(tmp_path):
     orch = Orchestrator(tmp_path / "big")  # the default limit of 1 MiB: room for 201 attributes
     with TestClient(create_app(orch)) as client:
         acme = {"X-Auth-Token": orch.token("acme"), "X-Tenant-Name": "acme"}
-        r = client.put("/orchestrator/default", headers={**acme, "Content-Type": "text/plain"},
-                       content=plain_body({f"mcn.a{i}": "1" for i in range(201)}))
+        r = client.put(
+            "/orchestrator/default",
+            headers={**acme, "Content-Type": "text/plain"},
+            content=plain_body({f"mcn.a{i}": "1" for i in range(201)}),
+        )
         assert r.status_code == 400
         assert "attribute 'mcn.a200' is one too many - a request carries at most 200" in r.text
-        r = client.put("/orchestrator/default", headers={**acme, "Content-Type": "text/plain"},
-                       content=plain_body({f"mcn.a{i}": "1" for i in range(200)}))
+        r = client.put(
+            "/orchestrator/default",
+            headers={**acme, "Content-Type": "text/plain"},
+            content=plain_body({f"mcn.a{i}": "1" for i in range(200)}),
+        )
         assert r.status_code == 201, r.text
 
 
@@ -144,6 +156,7 @@ def test_a_value_over_8_kib_is_400_naming_the_attribute():
 
 
 # --- parsing and the service off the event loop -----------------------------------------------------
+
 
 def test_parsing_and_the_service_run_in_a_worker_thread(client, acme, orch, monkeypatch):
     """Where each runs: asyncio.get_running_loop() works only on the event loop's own thread."""
@@ -160,6 +173,7 @@ def test_parsing_and_the_service_run_in_a_worker_thread(client, acme, orch, monk
         def call(*args, **kwargs):
             on_loop[name] = running_loop()
             return real(*args, **kwargs)
+
         return call
 
     monkeypatch.setattr(occi_routes, "parse_request", watched("parse", occi_routes.parse_request))
@@ -182,8 +196,13 @@ def test_a_stuck_service_call_does_not_stall_another_tenant(client, acme, orch, 
 
     monkeypatch.setattr(orch.service, "create", stuck_create)
     results: list[int] = []
-    slow = threading.Thread(target=lambda: results.append(client.put(
-        "/orchestrator/default", headers={**acme, "Content-Type": "text/occi", "Category": KIND}).status_code))
+    slow = threading.Thread(
+        target=lambda: results.append(
+            client.put(
+                "/orchestrator/default", headers={**acme, "Content-Type": "text/occi", "Category": KIND}
+            ).status_code
+        )
+    )
     slow.start()
     assert entered.wait(10)
     try:
@@ -197,6 +216,7 @@ def test_a_stuck_service_call_does_not_stall_another_tenant(client, acme, orch, 
 
 # --- names and values cannot forge a line of a rendering ------------------------------------------------
 
+
 def test_a_name_with_a_newline_is_400_naming_it(client, acme):
     evil = 'mcn.x"\nX-OCCI-Attribute: occi.mcn.stack.state="CREATE_COMPLETE'
     body = json.dumps({"kind": SERVICE + "orchestrator", "attributes": {evil: "1"}})
@@ -209,26 +229,42 @@ def test_a_name_with_a_newline_is_400_naming_it(client, acme):
 
 
 def test_a_value_with_crlf_is_400_on_both_faces(client, acme):
-    r = client.put("/orchestrator/default", headers={
-        **acme, "Content-Type": "text/occi", "Category": KIND,
-        "X-OCCI-Attribute": 'mcn.endpoint.maas="1.2.3.4\\r\\n' + FORGED.replace('"', '\\"') + '"'})
+    r = client.put(
+        "/orchestrator/default",
+        headers={
+            **acme,
+            "Content-Type": "text/occi",
+            "Category": KIND,
+            "X-OCCI-Attribute": 'mcn.endpoint.maas="1.2.3.4\\r\\n' + FORGED.replace('"', '\\"') + '"',
+        },
+    )
     assert r.status_code == 400
     assert "attribute 'mcn.endpoint.maas'" in r.text and "control character '\\r'" in r.text
-    r = client.post("/v1/instances", headers=acme,
-                    json={"name": "crlf", "attributes": {"mcn.endpoint.maas": "1.2.3.4\r\n" + FORGED}})
+    r = client.post(
+        "/v1/instances",
+        headers=acme,
+        json={"name": "crlf", "attributes": {"mcn.endpoint.maas": "1.2.3.4\r\n" + FORGED}},
+    )
     assert r.status_code == 400
 
 
 def rendered_attributes(client, headers) -> dict[str, str]:
-    return dict(re.findall(r"^X-OCCI-Attribute: ([^=]+)=(.*)$",
-                           client.get("/orchestrator/default", headers=headers).text, re.M))
+    return dict(
+        re.findall(r"^X-OCCI-Attribute: ([^=]+)=(.*)$", client.get("/orchestrator/default", headers=headers).text, re.M)
+    )
 
 
 def test_a_stored_value_and_name_that_break_the_grammar_render_escaped(client, acme, orch):
     """As an older row or another writer might hold them: every rendering escapes, none gains a line."""
-    r = client.put("/orchestrator/default", headers={
-        **acme, "Content-Type": "text/occi", "Category": KIND,
-        "X-OCCI-Attribute": 'mcn.endpoint.maas="say \\"hi\\"\tthen go"'})
+    r = client.put(
+        "/orchestrator/default",
+        headers={
+            **acme,
+            "Content-Type": "text/occi",
+            "Category": KIND,
+            "X-OCCI-Attribute": 'mcn.endpoint.maas="say \\"hi\\"\tthen go"',
+        },
+    )
     assert r.status_code == 201, r.text
     before = rendered_attributes(client, acme)
     instance = orch.store.find_instance("acme", "default")
@@ -239,14 +275,17 @@ def test_a_stored_value_and_name_that_break_the_grammar_render_escaped(client, a
 
     text = client.get("/orchestrator/default", headers=acme).text
     assert [line for line in text.splitlines() if line.startswith("X-OCCI-Attribute: occi.mcn.stack.state")] == [
-        f"X-OCCI-Attribute: occi.mcn.stack.state={before['occi.mcn.stack.state']}"]
+        f"X-OCCI-Attribute: occi.mcn.stack.state={before['occi.mcn.stack.state']}"
+    ]
     lines = text.split("\n")
     assert lines[-1] == "" and text.splitlines() == lines[:-1]  # no line break but LF, even for splitlines
     assert all(line.startswith(("Category: ", "Link: ", "X-OCCI-Attribute: ")) for line in lines[:-1])
     assert sum(line.startswith("X-OCCI-Attribute: ") for line in lines) == len(before) + 2
     attrs = rendered_attributes(client, acme)
     assert attrs["mcn.endpoint.maas"] == '"say \\"hi\\"\tthen go"'
-    assert attrs["mcn.evil"] == '"x\\"\\r\\n' + FORGED.replace('"', '\\"') + "\\u2028" + FORGED.replace('"', '\\"') + '"'
+    assert (
+        attrs["mcn.evil"] == '"x\\"\\r\\n' + FORGED.replace('"', '\\"') + "\\u2028" + FORGED.replace('"', '\\"') + '"'
+    )
     assert attrs["mcn.y%22%0AX-OCCI-Attribute%3A%20occi.mcn.stack.state%3D%22CREATE_COMPLETE%22"] == '"1"'
 
     occi = client.get("/orchestrator/default", headers={**acme, "Accept": "text/occi"})
@@ -265,8 +304,10 @@ def test_an_unpaired_surrogate_is_refused_and_one_stored_still_renders(client, a
     body = json.dumps({"kind": SERVICE + "orchestrator", "attributes": {"mcn.a": "x\ud800"}})
     r = client.put("/orchestrator/default", headers={**acme, "Content-Type": "application/occi+json"}, content=body)
     assert r.status_code == 400 and "attribute 'mcn.a' holds the unpaired surrogate '\\ud800'" in r.text
-    assert client.put("/orchestrator/default", headers={
-        **acme, "Content-Type": "text/occi", "Category": KIND}).status_code == 201
+    assert (
+        client.put("/orchestrator/default", headers={**acme, "Content-Type": "text/occi", "Category": KIND}).status_code
+        == 201
+    )
     instance = orch.store.find_instance("acme", "default")
     instance.attributes["mcn.a"] = "x\ud800"  # as another writer might have stored it
     orch.store.save_instance(instance)
@@ -276,8 +317,11 @@ def test_an_unpaired_surrogate_is_refused_and_one_stored_still_renders(client, a
 
 
 def test_non_ascii_values_render_in_text_occi_headers_as_escapes(client, acme):
-    r = client.put("/orchestrator/default", headers={
-        **acme, "Content-Type": "text/plain"}, content=plain_body({"mcn.city": "Zürich €"}).encode())
+    r = client.put(
+        "/orchestrator/default",
+        headers={**acme, "Content-Type": "text/plain"},
+        content=plain_body({"mcn.city": "Zürich €"}).encode(),
+    )
     assert r.status_code == 201, r.text
     occi = client.get("/orchestrator/default", headers={**acme, "Accept": "text/occi"})
     assert occi.status_code == 200 and 'mcn.city="Z\\u00fcrich \\u20ac"' in occi.headers["x-occi-attribute"]
@@ -287,6 +331,9 @@ def test_non_ascii_values_render_in_text_occi_headers_as_escapes(client, acme):
 
 
 def test_a_body_that_is_not_utf8_is_400_naming_the_byte(client, acme):
-    r = client.put("/orchestrator/default", headers={**acme, "Content-Type": "text/plain"},
-                   content=f"Category: {KIND}\n".encode() + b"X-OCCI-Attribute: mcn.a=\"\xff\"\n")
+    r = client.put(
+        "/orchestrator/default",
+        headers={**acme, "Content-Type": "text/plain"},
+        content=f"Category: {KIND}\n".encode() + b'X-OCCI-Attribute: mcn.a="\xff"\n',
+    )
     assert r.status_code == 400 and "is not UTF-8" in r.text and "0xff" in r.text

@@ -15,6 +15,7 @@ KEY = "k" * 64
 
 class Unit(BaseHTTPRequestHandler):
     """Answers as a unit's event_route[xhttp:request] does."""
+
     seen: list[str | None] = []
 
     def do_POST(self):

@@ -51,11 +51,14 @@ def keystone():
     server.server_close()
 
 
-@pytest.mark.parametrize("given, wanted", [
-    ("http://k:35357/v2.0", "http://k:35357/v3"),
-    ("http://k:5000/v3/", "http://k:5000/v3"),
-    ("http://k/identity", "http://k/identity/v3"),
-])
+@pytest.mark.parametrize(
+    "given, wanted",
+    [
+        ("http://k:35357/v2.0", "http://k:35357/v3"),
+        ("http://k:5000/v3/", "http://k:5000/v3"),
+        ("http://k/identity", "http://k/identity/v3"),
+    ],
+)
 def test_the_v3_api_of_the_same_server(given, wanted):
     assert v3_url(given) == wanted
 

@@ -12,9 +12,19 @@ K = OperationKind
 
 
 def instance(state: InstanceState = S.INITIALISED, stack_state: str = "INIT_COMPLETE", **fields) -> Instance:
-    return Instance(id="i-1", tenant="acme", name="core", profile="sip-core", driver="local",
-                    domain="ims.test", sizes={"scscf": 1}, attributes={}, state=state,
-                    stack_state=stack_state, **fields)
+    return Instance(
+        id="i-1",
+        tenant="acme",
+        name="core",
+        profile="sip-core",
+        driver="local",
+        domain="ims.test",
+        sizes={"scscf": 1},
+        attributes={},
+        state=state,
+        stack_state=stack_state,
+        **fields,
+    )
 
 
 # The states where an instance rests, with the stack state it has there.
@@ -32,8 +42,7 @@ EXPECTED = {
     K.UPDATE: {S.INITIALISED, S.DEPLOYED, S.ACTIVE},
     K.SCALE: {S.INITIALISED, S.DEPLOYED, S.ACTIVE},
     K.HEAL: {S.DEPLOYED, S.ACTIVE},  # a failed instance waits for a person: no automatic heal
-    K.DISPOSE: {S.INITIALISED, S.DEPLOYING, S.DEPLOYED, S.PROVISIONING, S.ACTIVE, S.UPDATING,
-                S.SCALING, S.HEALING},
+    K.DISPOSE: {S.INITIALISED, S.DEPLOYING, S.DEPLOYED, S.PROVISIONING, S.ACTIVE, S.UPDATING, S.SCALING, S.HEALING},
 }
 
 
@@ -54,15 +63,18 @@ def test_which_operation_applies_in_which_state(kind, state):
         assert err.value.details == {"state": state.value, "operation": kind.value}
 
 
-@pytest.mark.parametrize("state, kind, reason", [
-    (S.INITIALISED, K.PROVISION, "deploy it first"),
-    (S.DEPLOYED, K.DEPLOY, "it is already deployed"),
-    (S.ACTIVE, K.DEPLOY, "it is already deployed and provisioned"),
-    (S.DISPOSED, K.DEPLOY, "it has been disposed"),
-    (S.DISPOSED, K.DISPOSE, "it has been disposed"),
-    (S.DEPLOYING, K.PROVISION, "wait for the running operation to finish"),
-    (S.SCALING, K.UPDATE, "wait for the running operation to finish"),
-])
+@pytest.mark.parametrize(
+    "state, kind, reason",
+    [
+        (S.INITIALISED, K.PROVISION, "deploy it first"),
+        (S.DEPLOYED, K.DEPLOY, "it is already deployed"),
+        (S.ACTIVE, K.DEPLOY, "it is already deployed and provisioned"),
+        (S.DISPOSED, K.DEPLOY, "it has been disposed"),
+        (S.DISPOSED, K.DISPOSE, "it has been disposed"),
+        (S.DEPLOYING, K.PROVISION, "wait for the running operation to finish"),
+        (S.SCALING, K.UPDATE, "wait for the running operation to finish"),
+    ],
+)
 def test_not_applicable_says_why(state, kind, reason):
     with pytest.raises(NotApplicable) as err:
         lifecycle.check_applicable(instance(state, RESTING.get(state, "CREATE_COMPLETE")), kind)
@@ -89,26 +101,29 @@ def test_provision_of_an_instance_whose_deploy_failed_asks_for_deploy(stack_stat
 
 # --- OCCI Link headers: the actions that apply now ---------------------------------------------------
 
-@pytest.mark.parametrize("state, stack_state, actions", [
-    (S.INITIALISED, "INIT_COMPLETE", ["deploy"]),
-    (S.DEPLOYED, "CREATE_COMPLETE", ["provision"]),
-    (S.ACTIVE, "UPDATE_COMPLETE", ["provision"]),
-    (S.FAILED, "CREATE_FAILED", ["deploy"]),          # deploy failed: deploy again
-    (S.FAILED, "INIT_COMPLETE", ["deploy"]),
-    (S.FAILED, "UPDATE_FAILED", ["provision"]),       # units exist: provision again
-    (S.DISPOSED, "DELETE_COMPLETE", []),
-    (S.DEPLOYING, "CREATE_IN_PROGRESS", []),
-    (S.PROVISIONING, "CREATE_COMPLETE", []),
-    (S.DISPOSING, "DELETE_IN_PROGRESS", []),
-])
+
+@pytest.mark.parametrize(
+    "state, stack_state, actions",
+    [
+        (S.INITIALISED, "INIT_COMPLETE", ["deploy"]),
+        (S.DEPLOYED, "CREATE_COMPLETE", ["provision"]),
+        (S.ACTIVE, "UPDATE_COMPLETE", ["provision"]),
+        (S.FAILED, "CREATE_FAILED", ["deploy"]),  # deploy failed: deploy again
+        (S.FAILED, "INIT_COMPLETE", ["deploy"]),
+        (S.FAILED, "UPDATE_FAILED", ["provision"]),  # units exist: provision again
+        (S.DISPOSED, "DELETE_COMPLETE", []),
+        (S.DEPLOYING, "CREATE_IN_PROGRESS", []),
+        (S.PROVISIONING, "CREATE_COMPLETE", []),
+        (S.DISPOSING, "DELETE_IN_PROGRESS", []),
+    ],
+)
 def test_applicable_actions(state, stack_state, actions):
     assert lifecycle.applicable_actions(instance(state, stack_state)) == actions
 
 
 def test_no_action_applies_while_an_operation_is_current():
     assert lifecycle.applicable_actions(instance(S.INITIALISED, current_operation_id="op-1")) == []
-    assert lifecycle.applicable_actions(instance(S.DEPLOYED, "CREATE_COMPLETE",
-                                                 current_operation_id="op-1")) == []
+    assert lifecycle.applicable_actions(instance(S.DEPLOYED, "CREATE_COMPLETE", current_operation_id="op-1")) == []
 
 
 def test_every_applicable_action_is_accepted():
@@ -121,28 +136,31 @@ def test_every_applicable_action_is_accepted():
 
 # --- states after an operation and Heat's words ------------------------------------------------------
 
+
 def test_state_after_each_operation():
     deployed = instance(S.DEPLOYING, "CREATE_IN_PROGRESS")
     assert lifecycle.state_after(deployed, K.DEPLOY, True) == S.DEPLOYED
     assert lifecycle.state_after(instance(S.PROVISIONING, "CREATE_COMPLETE"), K.PROVISION, True) == S.ACTIVE
     assert lifecycle.state_after(instance(S.DISPOSING, "DELETE_IN_PROGRESS"), K.DISPOSE, False) == S.DISPOSED
     assert lifecycle.state_after(instance(S.SCALING, "CREATE_COMPLETE"), K.SCALE, True) == S.DEPLOYED
-    assert lifecycle.state_after(instance(S.UPDATING, "CREATE_COMPLETE", provisioned=True),
-                                 K.UPDATE, True) == S.ACTIVE
+    assert lifecycle.state_after(instance(S.UPDATING, "CREATE_COMPLETE", provisioned=True), K.UPDATE, True) == S.ACTIVE
     # an update of an instance never deployed leaves it initialised
     assert lifecycle.state_after(instance(S.UPDATING, "INIT_COMPLETE"), K.UPDATE, False) == S.INITIALISED
 
 
-@pytest.mark.parametrize("kind, phase, word", [
-    (K.DEPLOY, "IN_PROGRESS", "CREATE_IN_PROGRESS"),
-    (K.DEPLOY, "COMPLETE", "CREATE_COMPLETE"),
-    (K.DEPLOY, "FAILED", "CREATE_FAILED"),
-    (K.UPDATE, "COMPLETE", "UPDATE_COMPLETE"),
-    (K.SCALE, "IN_PROGRESS", "UPDATE_IN_PROGRESS"),
-    (K.PROVISION, "FAILED", "UPDATE_FAILED"),
-    (K.DISPOSE, "IN_PROGRESS", "DELETE_IN_PROGRESS"),
-    (K.DISPOSE, "COMPLETE", "DELETE_COMPLETE"),
-])
+@pytest.mark.parametrize(
+    "kind, phase, word",
+    [
+        (K.DEPLOY, "IN_PROGRESS", "CREATE_IN_PROGRESS"),
+        (K.DEPLOY, "COMPLETE", "CREATE_COMPLETE"),
+        (K.DEPLOY, "FAILED", "CREATE_FAILED"),
+        (K.UPDATE, "COMPLETE", "UPDATE_COMPLETE"),
+        (K.SCALE, "IN_PROGRESS", "UPDATE_IN_PROGRESS"),
+        (K.PROVISION, "FAILED", "UPDATE_FAILED"),
+        (K.DISPOSE, "IN_PROGRESS", "DELETE_IN_PROGRESS"),
+        (K.DISPOSE, "COMPLETE", "DELETE_COMPLETE"),
+    ],
+)
 def test_stack_state_words(kind, phase, word):
     assert lifecycle.stack_state(kind, phase) == word
 

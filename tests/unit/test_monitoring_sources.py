@@ -104,11 +104,15 @@ class ZabbixStub:
         if token not in self.tokens:
             return zerror(-32602, "Invalid params.", "Session terminated, re-login, please.")
         if request["method"] == "host.get":
-            return [{"hostid": hid, "host": name} for name, hid in self.hosts.items()
-                    if name in params["filter"]["host"]]
+            return [
+                {"hostid": hid, "host": name} for name, hid in self.hosts.items() if name in params["filter"]["host"]
+            ]
         if request["method"] == "item.get":
-            return [item for item in self.items
-                    if item["hostid"] in params["hostids"] and item["key_"] in params["filter"]["key_"]]
+            return [
+                item
+                for item in self.items
+                if item["hostid"] in params["hostids"] and item["key_"] in params["filter"]["key_"]
+            ]
         return zerror(-32601, "Method not found.", "Incorrect API.")
 
     def login(self, params: dict[str, Any]) -> Any:
@@ -116,7 +120,9 @@ class ZabbixStub:
             other = ({"user", "username"} - {self.login_field}).pop()
             return zerror(-32602, "Invalid params.", f'Invalid parameter "/": unexpected parameter "{other}".')
         if (params[self.login_field], params["password"]) != ("Admin", self.password):
-            return zerror(-32602, "Invalid params.", "Incorrect user name or password or account is temporarily blocked.")
+            return zerror(
+                -32602, "Invalid params.", "Incorrect user name or password or account is temporarily blocked."
+            )
         token = f"token-{len(self.tokens) + len(self.calls)}"
         self.tokens.add(token)
         return token
@@ -193,13 +199,25 @@ def closed_port() -> int:
 
 
 def make_instance(name: str = "core", **attributes: Any) -> Instance:
-    return Instance(id="0123456789abcdef", tenant="t1", name=name, profile="sip-core", driver="local",
-                    domain="ims.test", sizes={"pcscf": 1, "scscf": 2}, attributes=attributes)
+    return Instance(
+        id="0123456789abcdef",
+        tenant="t1",
+        name=name,
+        profile="sip-core",
+        driver="local",
+        domain="ims.test",
+        sizes={"pcscf": 1, "scscf": 2},
+        attributes=attributes,
+    )
 
 
 def make_units(*specs: tuple[str, int, str]) -> list[Unit]:
-    return [Unit(id=f"u-{role}-{i}", instance_id="0123456789abcdef", name=f"{role}-{i}", role=role, index=i,
-                 address=address) for role, i, address in specs]
+    return [
+        Unit(
+            id=f"u-{role}-{i}", instance_id="0123456789abcdef", name=f"{role}-{i}", role=role, index=i, address=address
+        )
+        for role, i, address in specs
+    ]
 
 
 UNITS = make_units(("scscf", 1, "10.9.0.10"), ("scscf", 2, "10.9.0.11"), ("pcscf", 1, "10.9.0.12"))
@@ -211,6 +229,7 @@ def kamailio(metric: str, address: str) -> str:
 
 # --- Prometheus -------------------------------------------------------------------------------------
 
+
 def test_prometheus_default_queries_give_the_kamailio_figures_of_each_unit(stubs):
     stubs.prometheus.answers = {
         kamailio("kamailio_core_rcv_requests_register", "10.9.0.10"): ("vector", "120"),
@@ -221,8 +240,12 @@ def test_prometheus_default_queries_give_the_kamailio_figures_of_each_unit(stubs
     }
     figures = PrometheusSource(default_url=stubs.url).sample(make_instance(), UNITS)
     assert figures == {
-        "scscf-1": {"sip.registers": 120.0, "sip.requests": 450.0, "sip.transactions": 3.0,
-                    "sip.registered_users": 40.0},
+        "scscf-1": {
+            "sip.registers": 120.0,
+            "sip.requests": 450.0,
+            "sip.transactions": 3.0,
+            "sip.registered_users": 40.0,
+        },
         "pcscf-1": {"sip.requests": 9.5},
     }, "scscf-2 has no series at all: it is left out"
     assert len(stubs.prometheus.queries) == len(UNITS) * len(DEFAULT_QUERIES)
@@ -231,10 +254,10 @@ def test_prometheus_default_queries_give_the_kamailio_figures_of_each_unit(stubs
 
 def test_prometheus_fills_every_placeholder_and_leaves_promql_braces_alone():
     instance = make_instance(name='we"ird\\core')
-    query = fill('up{job="{role}", unit="{unit}", i="{instance}", id="{instance_id}"} + on() {address}',
-                 instance, UNITS[0])
-    assert query == ('up{job="scscf", unit="scscf-1", i="we\\"ird\\\\core", id="0123456789abcdef"}'
-                     ' + on() 10.9.0.10')
+    query = fill(
+        'up{job="{role}", unit="{unit}", i="{instance}", id="{instance_id}"} + on() {address}', instance, UNITS[0]
+    )
+    assert query == ('up{job="scscf", unit="scscf-1", i="we\\"ird\\\\core", id="0123456789abcdef"} + on() 10.9.0.10')
     odd = Unit(id="x", instance_id="x", name="{address}", role="r", index=1, address="1.2.3.4")
     assert fill("{unit}/{address}", instance, odd) == "{address}/1.2.3.4", "filled in one pass"
 
@@ -245,16 +268,21 @@ def test_prometheus_configured_queries_and_the_instance_overrides(stubs):
         'instance_cpu{host="10.9.0.10", instance="core"}': ("vector", "0.5"),
         'calls{role="scscf"}': ("scalar", "7"),
     }
-    source = PrometheusSource(default_url=stubs.url,
-                              queries={"cpu": 'cpu{unit="{unit}"}', "memory": 'mem{unit="{unit}"}'})
-    instance = make_instance(**{
-        "imsso.metrics.prometheus.query.cpu": 'instance_cpu{host="{address}", instance="{instance}"}',
-        "imsso.metrics.prometheus.query.calls": 'calls{role="{role}"}',
-        "imsso.metrics.prometheus.query.memory": "",  # not on this instance's server
-    })
+    source = PrometheusSource(
+        default_url=stubs.url, queries={"cpu": 'cpu{unit="{unit}"}', "memory": 'mem{unit="{unit}"}'}
+    )
+    instance = make_instance(
+        **{
+            "imsso.metrics.prometheus.query.cpu": 'instance_cpu{host="{address}", instance="{instance}"}',
+            "imsso.metrics.prometheus.query.calls": 'calls{role="{role}"}',
+            "imsso.metrics.prometheus.query.memory": "",  # not on this instance's server
+        }
+    )
     assert source.sample(instance, UNITS[:1]) == {"scscf-1": {"cpu": 0.5, "calls": 7.0}}
-    assert sorted(stubs.prometheus.queries) == ['calls{role="scscf"}',
-                                                'instance_cpu{host="10.9.0.10", instance="core"}']
+    assert sorted(stubs.prometheus.queries) == [
+        'calls{role="scscf"}',
+        'instance_cpu{host="10.9.0.10", instance="core"}',
+    ]
     stubs.prometheus.queries.clear()
     assert source.sample(make_instance(), UNITS[:1]) == {"scscf-1": {"cpu": 0.25}}, "others keep the configured"
 
@@ -262,10 +290,12 @@ def test_prometheus_configured_queries_and_the_instance_overrides(stubs):
 def test_prometheus_the_instance_server_comes_before_the_default(stubs, closed_port):
     stubs.prometheus.answers = {"q": ("vector", "1")}
     source = PrometheusSource(default_url=f"http://127.0.0.1:{closed_port}", queries={"m": "q"})
-    assert source.sample(make_instance(**{"imsso.metrics.prometheus": stubs.url + "/"}), UNITS[:1]) == \
-        {"scscf-1": {"m": 1.0}}
-    assert source.sample(make_instance(**{"imsso.metrics.prometheus": stubs.address}), UNITS[:1]) == \
-        {"scscf-1": {"m": 1.0}}, "a bare host:port is taken as http"
+    assert source.sample(make_instance(**{"imsso.metrics.prometheus": stubs.url + "/"}), UNITS[:1]) == {
+        "scscf-1": {"m": 1.0}
+    }
+    assert source.sample(make_instance(**{"imsso.metrics.prometheus": stubs.address}), UNITS[:1]) == {
+        "scscf-1": {"m": 1.0}
+    }, "a bare host:port is taken as http"
 
 
 def test_prometheus_without_a_server_is_off(stubs):
@@ -274,8 +304,19 @@ def test_prometheus_without_a_server_is_off(stubs):
     assert stubs.prometheus.queries == []
 
 
-@pytest.mark.parametrize("answer", [("http", 500), ("http", 503), ("error",), ("garbage",), ("empty",),
-                                    ("vector", "NaN"), ("vector", "+Inf"), ("vector", "many")])
+@pytest.mark.parametrize(
+    "answer",
+    [
+        ("http", 500),
+        ("http", 503),
+        ("error",),
+        ("garbage",),
+        ("empty",),
+        ("vector", "NaN"),
+        ("vector", "+Inf"),
+        ("vector", "many"),
+    ],
+)
 def test_prometheus_a_query_without_a_number_leaves_that_figure_out(stubs, answer):
     stubs.prometheus.answers = {"good": ("vector", "2"), "bad": answer}
     source = PrometheusSource(default_url=stubs.url, queries={"good": "good", "bad": "bad"})
@@ -312,8 +353,10 @@ ZITEMS = [
     {"hostid": "10102", "key_": "net.if.in[eth0]", "lastvalue": "0", "lastclock": "0"},  # never received
     {"hostid": "10102", "key_": "agent.ping", "lastvalue": "1", "lastclock": "1700000000"},  # not ours
 ]
-WANTED = {"scscf-1": {"zabbix.cpu_util": 12.5, "zabbix.memory_util": 40.0, "zabbix.net_in": 8000.0},
-          "scscf-2": {"zabbix.cpu_util": 80.0}}
+WANTED = {
+    "scscf-1": {"zabbix.cpu_util": 12.5, "zabbix.memory_util": 40.0, "zabbix.net_in": 8000.0},
+    "scscf-2": {"zabbix.cpu_util": 80.0},
+}
 
 
 @pytest.fixture
@@ -326,17 +369,20 @@ def maas(stubs: Stubs, endpoint: str | None = None) -> Instance:
     return make_instance(**{"mcn.endpoint.maas": stubs.address if endpoint is None else endpoint})
 
 
-@pytest.mark.parametrize("endpoint, wanted", [
-    ("10.0.0.5", "http://10.0.0.5/zabbix/api_jsonrpc.php"),
-    (" 10.0.0.5:8080 ", "http://10.0.0.5:8080/zabbix/api_jsonrpc.php"),
-    ("fd00::5", "http://[fd00::5]/zabbix/api_jsonrpc.php"),
-    ("http://maas.example/zabbix", "http://maas.example/zabbix/api_jsonrpc.php"),
-    ("https://maas.example/zabbix/", "https://maas.example/zabbix/api_jsonrpc.php"),
-    ("https://maas.example/monitor/api_jsonrpc.php", "https://maas.example/monitor/api_jsonrpc.php"),
-    ("maas.example/monitor", "http://maas.example/monitor/api_jsonrpc.php"),
-    ("", ""),
-    (None, ""),
-])
+@pytest.mark.parametrize(
+    "endpoint, wanted",
+    [
+        ("10.0.0.5", "http://10.0.0.5/zabbix/api_jsonrpc.php"),
+        (" 10.0.0.5:8080 ", "http://10.0.0.5:8080/zabbix/api_jsonrpc.php"),
+        ("fd00::5", "http://[fd00::5]/zabbix/api_jsonrpc.php"),
+        ("http://maas.example/zabbix", "http://maas.example/zabbix/api_jsonrpc.php"),
+        ("https://maas.example/zabbix/", "https://maas.example/zabbix/api_jsonrpc.php"),
+        ("https://maas.example/monitor/api_jsonrpc.php", "https://maas.example/monitor/api_jsonrpc.php"),
+        ("maas.example/monitor", "http://maas.example/monitor/api_jsonrpc.php"),
+        ("", ""),
+        (None, ""),
+    ],
+)
 def test_zabbix_api_url_of_the_maas_endpoint(endpoint, wanted):
     assert api_url(endpoint) == wanted
 
@@ -453,6 +499,7 @@ def test_zabbix_a_wrong_password_gives_nothing_and_warns_once(stubs, zabbix, cap
 
 # --- only the hosts the operator allowed, when a tenant names the address ---------------------------
 
+
 class _Recording:
     name = "recording"
 
@@ -474,8 +521,16 @@ def test_a_tenant_named_address_is_reached_only_when_the_operator_allowed_it():
 
     def sample(maas):
         attributes = {"mcn.endpoint.maas": maas} if maas else {}
-        instance = Instance(id="i", tenant="t", name="core", profile="sip-core", driver="local",
-                            domain="ims.test", sizes={}, attributes=attributes)
+        instance = Instance(
+            id="i",
+            tenant="t",
+            name="core",
+            profile="sip-core",
+            driver="local",
+            domain="ims.test",
+            sizes={},
+            attributes=attributes,
+        )
         return guarded.sample(instance, [unit])
 
     assert sample("10.20.3.4") == {"scscf-1": {"x": 1.0}}
@@ -488,9 +543,18 @@ def test_a_tenant_named_address_is_reached_only_when_the_operator_allowed_it():
 def test_the_hss_status_page_gives_diameter_figures():
     from imsso.monitoring.hss import parse
 
-    status = {"requests_total": 42, "latency_ms": {"avg": 0.4, "p99": 1.2, "max": 3.0},
-              "registered_impus": 3, "subscribers": 5, "requests": {"UAR": {"DIAMETER_SUCCESS": 4}}}
-    assert parse(status) == {"diameter.requests": 42.0, "diameter.latency_avg_ms": 0.4,
-                             "diameter.latency_p99_ms": 1.2, "ims.registered_impus": 3.0,
-                             "ims.subscribers": 5.0}
+    status = {
+        "requests_total": 42,
+        "latency_ms": {"avg": 0.4, "p99": 1.2, "max": 3.0},
+        "registered_impus": 3,
+        "subscribers": 5,
+        "requests": {"UAR": {"DIAMETER_SUCCESS": 4}},
+    }
+    assert parse(status) == {
+        "diameter.requests": 42.0,
+        "diameter.latency_avg_ms": 0.4,
+        "diameter.latency_p99_ms": 1.2,
+        "ims.registered_impus": 3.0,
+        "ims.subscribers": 5.0,
+    }
     assert parse({}) == {}

@@ -348,12 +348,16 @@ def test_errors_render_in_each_type() -> None:
 # --- escaping: nothing a value or a name holds can end a line or forge an attribute ------------------
 
 FORGED = 'X-OCCI-Attribute: occi.mcn.stack.state="CREATE_COMPLETE"'
-HOSTILE = Entity(kind=ORCHESTRATOR, location="/orchestrator/x", attributes={
-    "occi.mcn.stack.state": "INIT_COMPLETE",
-    "mcn.value": 'a"\r\n' + FORGED + "\x0b\x85\u2028\u2029\x00\ud800",
-    'mcn.name"\n' + FORGED: "1",
-    "mcn.city": "Zürich €",
-})
+HOSTILE = Entity(
+    kind=ORCHESTRATOR,
+    location="/orchestrator/x",
+    attributes={
+        "occi.mcn.stack.state": "INIT_COMPLETE",
+        "mcn.value": 'a"\r\n' + FORGED + "\x0b\x85\u2028\u2029\x00\ud800",
+        'mcn.name"\n' + FORGED: "1",
+        "mcn.city": "Zürich €",
+    },
+)
 
 
 def test_text_plain_escapes_every_line_break_and_encodes_bad_names() -> None:
@@ -361,10 +365,16 @@ def test_text_plain_escapes_every_line_break_and_encodes_bad_names() -> None:
     lines = body.splitlines()  # splitlines breaks at \x0b, \x85, \u2028 ... too
     assert len(lines) == 1 + len(HOSTILE.attributes)
     assert [line for line in lines if line.startswith("X-OCCI-Attribute: occi.mcn.stack.state=")] == [
-        'X-OCCI-Attribute: occi.mcn.stack.state="INIT_COMPLETE"']
-    assert ('X-OCCI-Attribute: mcn.value="a\\"\\r\\nX-OCCI-Attribute: occi.mcn.stack.state=\\"CREATE_COMPLETE\\"'
-            '\\u000b\\u0085\\u2028\\u2029\\u0000\\ud800"') in lines
-    assert 'X-OCCI-Attribute: mcn.name%22%0AX-OCCI-Attribute%3A%20occi.mcn.stack.state%3D%22CREATE_COMPLETE%22="1"' in lines
+        'X-OCCI-Attribute: occi.mcn.stack.state="INIT_COMPLETE"'
+    ]
+    assert (
+        'X-OCCI-Attribute: mcn.value="a\\"\\r\\nX-OCCI-Attribute: occi.mcn.stack.state=\\"CREATE_COMPLETE\\"'
+        '\\u000b\\u0085\\u2028\\u2029\\u0000\\ud800"'
+    ) in lines
+    assert (
+        'X-OCCI-Attribute: mcn.name%22%0AX-OCCI-Attribute%3A%20occi.mcn.stack.state%3D%22CREATE_COMPLETE%22="1"'
+        in lines
+    )
     assert 'X-OCCI-Attribute: mcn.city="Zürich €"' in lines
     body.encode("utf-8")  # a response body can carry it
 
@@ -376,7 +386,8 @@ def test_text_occi_headers_are_ascii_and_read_back() -> None:
     (attributes,) = [value for name, value in headers if name == "X-OCCI-Attribute"]
     assert 'mcn.city="Z\\u00fcrich \\u20ac"' in attributes
     assert parse_request([("X-OCCI-Attribute", 'mcn.city="Z\\u00fcrich \\u20ac"')], "text/occi", "").attributes == {
-        "mcn.city": "Zürich €"}
+        "mcn.city": "Zürich €"
+    }
 
 
 def test_json_escapes_through_json() -> None:

@@ -19,23 +19,37 @@ from imsso.drivers.openstack.heat import StackStatus, template_diff
 from imsso.model import Instance, InstanceState, InvalidInput, OperationKind, OperationState, Subscriber, Unit
 
 K = OperationKind
-DEFAULTS = {"image": "debian-12", "flavor": "m1.small", "network": "ims-net", "cidr": "10.9.0.0/24",
-            "boot_timeout": "600"}
+DEFAULTS = {
+    "image": "debian-12",
+    "flavor": "m1.small",
+    "network": "ims-net",
+    "cidr": "10.9.0.0/24",
+    "boot_timeout": "600",
+}
 
 
 def make_instance(**attributes) -> Instance:
-    return Instance(id="0123456789abcdef", tenant="t1", name="core", profile="sip-core", driver="openstack",
-                    domain="ims.test", sizes={"pcscf": 1, "scscf": 2, "dns": 1}, attributes=attributes,
-                    secret="s3cret")
+    return Instance(
+        id="0123456789abcdef",
+        tenant="t1",
+        name="core",
+        profile="sip-core",
+        driver="openstack",
+        domain="ims.test",
+        sizes={"pcscf": 1, "scscf": 2, "dns": 1},
+        attributes=attributes,
+        secret="s3cret",
+    )
 
 
 def units(*specs: tuple[str, int, str]) -> list[Unit]:
-    return [Unit(id=f"{role}-{i}", instance_id="x", name=f"{role}-{i}", role=role, index=i, address=addr)
-            for role, i, addr in specs]
+    return [
+        Unit(id=f"{role}-{i}", instance_id="x", name=f"{role}-{i}", role=role, index=i, address=addr)
+        for role, i, addr in specs
+    ]
 
 
-UNITS = units(("scscf", 1, "10.9.0.10"), ("scscf", 2, "10.9.0.11"), ("pcscf", 1, "10.9.0.12"),
-              ("dns", 1, "10.9.0.13"))
+UNITS = units(("scscf", 1, "10.9.0.10"), ("scscf", 2, "10.9.0.11"), ("pcscf", 1, "10.9.0.12"), ("dns", 1, "10.9.0.13"))
 
 
 def render(instance: Instance, unit_list=UNITS, subs=()) -> dict:
@@ -47,20 +61,28 @@ def render(instance: Instance, unit_list=UNITS, subs=()) -> dict:
 
 # --- options ------------------------------------------------------------------------------------------
 
+
 def test_options_take_attributes_over_configured_defaults():
     opts = hot.options({"imsso.os.flavor": "m1.large", "imsso.os.floating_network": "public"}, DEFAULTS)
-    assert (opts.image, opts.flavor, opts.floating_network, opts.cidr) == \
-        ("debian-12", "m1.large", "public", "10.9.0.0/24")
+    assert (opts.image, opts.flavor, opts.floating_network, opts.cidr) == (
+        "debian-12",
+        "m1.large",
+        "public",
+        "10.9.0.0/24",
+    )
 
 
-@pytest.mark.parametrize("attributes, message", [
-    ({"imsso.os.cidr": "10.9.0.0/33"}, "not an IPv4 network"),
-    ({"imsso.os.cidr": "10.9.0.0/30"}, "too small"),
-    ({"imsso.os.image": "bad image\n"}, "is not a name or id"),
-    ({"imsso.os.boot_timeout": "0"}, "1 to 7200 seconds"),
-    ({"imsso.os.boot_timeout": "soon"}, "number of seconds"),
-    ({"imsso.os.colour": "blue"}, "unknown attribute imsso.os.colour: accepted are imsso.os.image"),
-])
+@pytest.mark.parametrize(
+    "attributes, message",
+    [
+        ({"imsso.os.cidr": "10.9.0.0/33"}, "not an IPv4 network"),
+        ({"imsso.os.cidr": "10.9.0.0/30"}, "too small"),
+        ({"imsso.os.image": "bad image\n"}, "is not a name or id"),
+        ({"imsso.os.boot_timeout": "0"}, "1 to 7200 seconds"),
+        ({"imsso.os.boot_timeout": "soon"}, "number of seconds"),
+        ({"imsso.os.colour": "blue"}, "unknown attribute imsso.os.colour: accepted are imsso.os.image"),
+    ],
+)
 def test_bad_options_are_refused_with_what_is_accepted(attributes, message):
     with pytest.raises(InvalidInput, match=message):
         hot.options(attributes, DEFAULTS)
@@ -72,6 +94,7 @@ def test_an_option_without_default_or_attribute_is_named():
 
 
 # --- the template -------------------------------------------------------------------------------------
+
 
 def test_each_unit_gets_a_port_with_its_address_a_server_and_a_wait_condition():
     template = render(make_instance())
@@ -102,12 +125,12 @@ def test_floating_ips_only_for_what_clients_reach():
     fips = sorted(n for n, r in res.items() if r["type"] == "OS::Neutron::FloatingIP")
     assert fips == ["pcscf-1-floating-ip"]  # the DNS answers the subnet only, unless told otherwise
     assert res["pcscf-1-floating-ip"]["properties"]["port_id"] == {"get_resource": "pcscf-1-port"}
-    assert template["outputs"]["mcn.endpoint.pcscf-1.ims-net.public"]["value"] == \
-        {"get_attr": ["pcscf-1-floating-ip", "floating_ip_address"]}
+    assert template["outputs"]["mcn.endpoint.pcscf-1.ims-net.public"]["value"] == {
+        "get_attr": ["pcscf-1-floating-ip", "floating_ip_address"]
+    }
     assert "mcn.endpoint.scscf-1.ims-net.public" not in template["outputs"]
     assert res["scscf-1"]["properties"]["key_name"] == {"get_param": "key_name"}
-    public_dns = render(make_instance(**{"imsso.os.floating_network": "public",
-                                         "imsso.os.dns_clients": "0.0.0.0/0"}))
+    public_dns = render(make_instance(**{"imsso.os.floating_network": "public", "imsso.os.dns_clients": "0.0.0.0/0"}))
     assert "dns-1-floating-ip" in public_dns["resources"]
     assert "mcn.endpoint.dns-1.ims-net.public" in public_dns["outputs"]
 
@@ -119,9 +142,13 @@ ICMP = (None, "icmp", CIDR)
 
 
 def rules(resources: dict) -> dict[str, set[tuple]]:
-    return {name.removesuffix("-secgroup"): {(r.get("port_range_min"), r["protocol"], r["remote_ip_prefix"])
-                                              for r in res["properties"]["rules"]}
-            for name, res in resources.items() if res["type"] == "OS::Neutron::SecurityGroup"}
+    return {
+        name.removesuffix("-secgroup"): {
+            (r.get("port_range_min"), r["protocol"], r["remote_ip_prefix"]) for r in res["properties"]["rules"]
+        }
+        for name, res in resources.items()
+        if res["type"] == "OS::Neutron::SecurityGroup"
+    }
 
 
 def both(port: int, prefix: str) -> set[tuple]:
@@ -130,15 +157,31 @@ def both(port: int, prefix: str) -> set[tuple]:
 
 def ims_groups(**attributes) -> dict[str, set[tuple]]:
     """The ims profile's groups (its HSS does not run on servers yet, so the whole template does not render)."""
-    instance = Instance(id="0123456789abcdef", tenant="t1", name="core", profile="ims", driver="openstack",
-                        domain="ims.test", sizes={"hss": 1, "scscf": 1, "icscf": 1, "pcscf": 1, "dns": 1},
-                        attributes=attributes, secret="s3cret")
+    instance = Instance(
+        id="0123456789abcdef",
+        tenant="t1",
+        name="core",
+        profile="ims",
+        driver="openstack",
+        domain="ims.test",
+        sizes={"hss": 1, "scscf": 1, "icscf": 1, "pcscf": 1, "dns": 1},
+        attributes=attributes,
+        secret="s3cret",
+    )
     opts = hot.options(attributes, DEFAULTS)
     profile = profiles.load("ims")
-    plan = planning.build(instance, profile, units(("hss", 1, "10.9.0.10"), ("scscf", 1, "10.9.0.11"),
-                                                   ("icscf", 1, "10.9.0.12"), ("pcscf", 1, "10.9.0.13"),
-                                                   ("dns", 1, "10.9.0.14")),
-                          lambda i, n: hot.layout(opts, n))
+    plan = planning.build(
+        instance,
+        profile,
+        units(
+            ("hss", 1, "10.9.0.10"),
+            ("scscf", 1, "10.9.0.11"),
+            ("icscf", 1, "10.9.0.12"),
+            ("pcscf", 1, "10.9.0.13"),
+            ("dns", 1, "10.9.0.14"),
+        ),
+        lambda i, n: hot.layout(opts, n),
+    )
     return rules(hot.security_groups(instance, profile, plan, opts))
 
 
@@ -151,8 +194,9 @@ def test_sip_core_groups_open_sip_to_the_world_at_the_p_cscf_and_the_rest_to_the
 
 
 def test_sip_core_groups_with_a_manager_and_a_key_pair():
-    groups = rules(render(make_instance(**{"imsso.os.manager_address": "192.0.2.7",
-                                           "imsso.os.key_name": "ops"}))["resources"])
+    groups = rules(
+        render(make_instance(**{"imsso.os.manager_address": "192.0.2.7", "imsso.os.key_name": "ops"}))["resources"]
+    )
     ssh = (22, "tcp", MANAGER)
     assert groups == {
         "pcscf": {ICMP, *both(5060, WORLD), (5080, "tcp", MANAGER), ssh},
@@ -179,18 +223,26 @@ def test_ims_groups_keep_diameter_and_the_hss_status_inside():
     assert (5080, "tcp", MANAGER) in managed["icscf"] and (3868, "tcp", MANAGER) not in managed["icscf"]
 
 
-@pytest.mark.parametrize("groups", [
-    lambda **a: rules(render(make_instance(**a))["resources"]), ims_groups], ids=["sip-core", "ims"])
-@pytest.mark.parametrize("attributes", [{}, {"imsso.os.manager_address": "192.0.2.7", "imsso.os.key_name": "k"},
-                                        {"imsso.os.dns_clients": "203.0.113.0/24"}])
+@pytest.mark.parametrize(
+    "groups", [lambda **a: rules(render(make_instance(**a))["resources"]), ims_groups], ids=["sip-core", "ims"]
+)
+@pytest.mark.parametrize(
+    "attributes",
+    [
+        {},
+        {"imsso.os.manager_address": "192.0.2.7", "imsso.os.key_name": "k"},
+        {"imsso.os.dns_clients": "203.0.113.0/24"},
+    ],
+)
 def test_only_the_entry_sip_ports_are_open_to_the_world(groups, attributes):
     for role, group in groups(**attributes).items():
         world = {(port, proto) for port, proto, prefix in group if prefix == WORLD}
         assert world == ({(5060, "udp"), (5060, "tcp")} if role == "pcscf" else set()), role
 
 
-@pytest.mark.parametrize("groups", [
-    lambda **a: rules(render(make_instance(**a))["resources"]), ims_groups], ids=["sip-core", "ims"])
+@pytest.mark.parametrize(
+    "groups", [lambda **a: rules(render(make_instance(**a))["resources"]), ims_groups], ids=["sip-core", "ims"]
+)
 def test_dns_clients_open_the_dns_port_to_them_and_nothing_else(groups):
     plain = groups()
     opened = groups(**{"imsso.os.dns_clients": "0.0.0.0/0, 203.0.113.0/24"})
@@ -198,11 +250,14 @@ def test_dns_clients_open_the_dns_port_to_them_and_nothing_else(groups):
     assert {r: g for r, g in opened.items() if r != "dns"} == {r: g for r, g in plain.items() if r != "dns"}
 
 
-@pytest.mark.parametrize("value, message", [
-    ("10.0.0.1/24", "'10.0.0.1/24' is not an IPv4 network"),
-    ("everyone", "'everyone' is not an IPv4 network such as 203.0.113.0/24"),
-    (",".join(f"10.{i}.0.0/16" for i in range(17)), "names 17 networks: at most 16"),
-])
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        ("10.0.0.1/24", "'10.0.0.1/24' is not an IPv4 network"),
+        ("everyone", "'everyone' is not an IPv4 network such as 203.0.113.0/24"),
+        (",".join(f"10.{i}.0.0/16" for i in range(17)), "names 17 networks: at most 16"),
+    ],
+)
 def test_bad_dns_clients_are_refused_with_what_is_accepted(value, message):
     with pytest.raises(InvalidInput, match=message):
         hot.options({"imsso.os.dns_clients": value}, DEFAULTS)
@@ -220,8 +275,10 @@ def test_user_data_writes_the_same_configs_as_the_plan_and_starts_the_unit():
     plan = planning.build(instance, profiles.load("sip-core"), UNITS, lambda i, n: hot.layout(opts, n))
     assert files["/etc/imsso/pcscf-1/dispatcher.list"] == plan.unit("pcscf-1").files["dispatcher.list"]
     assert "sip:10.9.0.10:5060" in files["/etc/imsso/pcscf-1/dispatcher.list"]
-    assert "/usr/sbin/kamailio -DD -E -f /etc/imsso/pcscf-1/kamailio.cfg" in \
-        files["/etc/systemd/system/imsso-pcscf-1.service"]
+    assert (
+        "/usr/sbin/kamailio -DD -E -f /etc/imsso/pcscf-1/kamailio.cfg"
+        in files["/etc/systemd/system/imsso-pcscf-1.service"]
+    )
     assert "kamailio" in cloud["packages"]
     assert not any(p.endswith("subscribers.sql") for p in files)  # the P-CSCF authenticates no one
     scscf = yaml.safe_load(res["scscf-1"]["properties"]["user_data"]["str_replace"]["template"])
@@ -229,8 +286,10 @@ def test_user_data_writes_the_same_configs_as_the_plan_and_starts_the_unit():
     assert "('alice', 'ims.test', 'pa''ss-word', '', '')" in sql  # quoted for SQL; no HA1 given here
     assert any("sqlite3 /var/lib/imsso/subscribers.sqlite" in c[2] for c in scscf["runcmd"])
     dns = yaml.safe_load(res["dns-1"]["properties"]["user_data"]["str_replace"]["template"])
-    assert {f["path"] for f in dns["write_files"]} >= {"/etc/imsso/dns-1/zone.json",
-                                                       "/usr/local/lib/imsso/dns_server.py"}
+    assert {f["path"] for f in dns["write_files"]} >= {
+        "/etc/imsso/dns-1/zone.json",
+        "/usr/local/lib/imsso/dns_server.py",
+    }
     assert any(hot.NOTIFY in c[2] and "SUCCESS" in c[2] and "FAILURE" in c[2] for c in dns["runcmd"])
 
 
@@ -256,7 +315,8 @@ def test_the_diff_shows_only_what_changed():
 def test_environment_files_named_in_its_registry_travel_with_it(tmp_path: Path):
     (tmp_path / "envs").mkdir()
     (tmp_path / "envs" / "none.yaml").write_text(
-        "resource_registry:\n  OS::Nova::Server: OS::Heat::None\n  OS::Heat::WaitCondition: slow.yaml\n")
+        "resource_registry:\n  OS::Nova::Server: OS::Heat::None\n  OS::Heat::WaitCondition: slow.yaml\n"
+    )
     (tmp_path / "envs" / "slow.yaml").write_text("heat_template_version: '2021-04-16'\n")
     driver = OpenStackDriver(Credentials(None, "", ""), DEFAULTS, environment_dir=tmp_path / "envs")
     env, files = driver.environment(hot.options({"imsso.os.environment": "none"}, DEFAULTS))
@@ -281,6 +341,7 @@ def test_without_keystone_or_a_cloud_account_the_driver_says_what_it_needs():
 
 # --- the engine's stack path, Heat faked at the driver's boundary -------------------------------------
 
+
 class FakeHeat(OpenStackDriver):
     """The real driver (options, rendering, environment) with Heat's calls recorded instead."""
 
@@ -298,13 +359,21 @@ class FakeHeat(OpenStackDriver):
             if self.fail_with:
                 reason, self.fail_with = self.fail_with, ""
                 raise DriverError(f"stack {request.name} is CREATE_FAILED: {reason}", "scscf-1-ready")
-        return StackStatus(id="stack-" + instance.id[:4], name=request.name, status="CREATE_COMPLETE",
-                           reason="", outputs={k: v["value"] for k, v in request.template["outputs"].items()
-                                               if isinstance(v["value"], str)})
+        return StackStatus(
+            id="stack-" + instance.id[:4],
+            name=request.name,
+            status="CREATE_COMPLETE",
+            reason="",
+            outputs={k: v["value"] for k, v in request.template["outputs"].items() if isinstance(v["value"], str)},
+        )
 
     def preview(self, instance, request):
-        return {"stack": {"id": instance.stack_id, "status": "CREATE_COMPLETE"}, "action": "update",
-                "resources": {"added": [], "deleted": [], "replaced": [], "updated": []}, "diff": ""}
+        return {
+            "stack": {"id": instance.stack_id, "status": "CREATE_COMPLETE"},
+            "action": "update",
+            "resources": {"added": [], "deleted": [], "replaced": [], "updated": []},
+            "diff": "",
+        }
 
     def dispose(self, instance, units):
         self.disposed.append(instance.stack_id)
@@ -337,8 +406,7 @@ def test_deploy_creates_the_stack_and_shows_its_id_state_and_outputs(cloud):
     assert attrs["mcn.endpoint.pcscf-1.ims-net.private"].startswith("10.9.0.")
     assert servers(heat.applied[0]) == ["dns-1", "pcscf-1", "scscf-1"]
     # the test subscribers boot with the S-CSCF
-    assert "'alice'" in heat.applied[0]["resources"]["scscf-1"]["properties"]["user_data"][
-        "str_replace"]["template"]
+    assert "'alice'" in heat.applied[0]["resources"]["scscf-1"]["properties"]["user_data"]["str_replace"]["template"]
 
 
 def test_scale_updates_the_stack_and_the_units_follow(cloud):
@@ -378,8 +446,7 @@ def test_a_failed_stack_fails_the_operation_with_heats_reason_and_a_retry_update
 
 def test_options_are_checked_when_asked_not_when_run(cloud):
     with pytest.raises(InvalidInput, match="imsso.os.cidr '300.0.0.0/24' is not an IPv4 network"):
-        cloud.service.create(cloud.caller(), "bad", driver="openstack",
-                             attributes={"imsso.os.cidr": "300.0.0.0/24"})
+        cloud.service.create(cloud.caller(), "bad", driver="openstack", attributes={"imsso.os.cidr": "300.0.0.0/24"})
     with pytest.raises(InvalidInput, match="imsso.os.flavor is an option of driver openstack"):
         cloud.service.create(cloud.caller(), "local-one", attributes={"imsso.os.flavor": "m1.large"})
     _, op = cloud.service.create(cloud.caller(), "core", driver="openstack", then=(K.DEPLOY,))

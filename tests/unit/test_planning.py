@@ -27,24 +27,37 @@ def profile() -> profiles.Profile:
 
 
 def make_instance() -> Instance:
-    return Instance(id="inst-1", tenant="acme", name="core", profile="sip-core", driver="fake",
-                    domain=DOMAIN, sizes={"dns": 1, "scscf": 3, "pcscf": 1}, attributes={},
-                    secret="s3cr3t-nonce")
+    return Instance(
+        id="inst-1",
+        tenant="acme",
+        name="core",
+        profile="sip-core",
+        driver="fake",
+        domain=DOMAIN,
+        sizes={"dns": 1, "scscf": 3, "pcscf": 1},
+        attributes={},
+        secret="s3cr3t-nonce",
+    )
 
 
 def make_units(*names: str) -> list[Unit]:
     units = []
     for name in names or ADDRESSES:
         role, index = name.rsplit("-", 1)
-        units.append(Unit(id=f"u-{name}", instance_id="inst-1", name=name, role=role, index=int(index),
-                          address=ADDRESSES[name]))
+        units.append(
+            Unit(id=f"u-{name}", instance_id="inst-1", name=name, role=role, index=int(index), address=ADDRESSES[name])
+        )
     return units
 
 
 def layout(instance: Instance, unit_name: str) -> dict[str, str]:
-    return {"unit_dir": f"/srv/imsso/{instance.id}/{unit_name}",
-            "subscribers_db": f"/srv/imsso/{instance.id}/subscribers.sqlite", "dns_port": "53",
-            "internal_net": "127.200.0.0/24", "manager_address": "127.0.0.1"}
+    return {
+        "unit_dir": f"/srv/imsso/{instance.id}/{unit_name}",
+        "subscribers_db": f"/srv/imsso/{instance.id}/subscribers.sqlite",
+        "dns_port": "53",
+        "internal_net": "127.200.0.0/24",
+        "manager_address": "127.0.0.1",
+    }
 
 
 def build(profile, *names: str, in_routing=None) -> planning.Plan:
@@ -71,6 +84,7 @@ def dmq_notification_peers(config: str) -> list[str]:
 
 # --- the plan's units ---------------------------------------------------------------------------------
 
+
 def test_units_in_start_order_with_their_role_files(profile):
     plan = build(profile)
     assert [u.name for u in plan.units] == ["scscf-1", "scscf-2", "scscf-3", "pcscf-1", "dns-1"]
@@ -88,6 +102,7 @@ def test_units_in_start_order_with_their_role_files(profile):
 
 # --- DNS records ----------------------------------------------------------------------------------------
 
+
 def test_an_a_record_for_every_unit(profile):
     plan = build(profile)
     a_records = {(r.name, r.value) for r in plan.dns_records if r.type == "A"}
@@ -95,7 +110,10 @@ def test_an_a_record_for_every_unit(profile):
         assert (f"{name}.{DOMAIN}", address) in a_records
     # and per role: a name that resolves to each of its units
     assert {v for n, v in a_records if n == f"scscf.{DOMAIN}"} == {
-        ADDRESSES["scscf-1"], ADDRESSES["scscf-2"], ADDRESSES["scscf-3"]}
+        ADDRESSES["scscf-1"],
+        ADDRESSES["scscf-2"],
+        ADDRESSES["scscf-3"],
+    }
     assert {v for n, v in a_records if n == f"ns.{DOMAIN}"} == {ADDRESSES["dns-1"]}
 
 
@@ -103,16 +121,20 @@ def test_an_a_record_for_every_unit(profile):
 def test_sip_srv_at_the_domain_points_to_the_pcscf(profile, proto):
     plan = build(profile)
     srv = [r for r in plan.dns_records if r.type == "SRV" and r.name == f"_sip._{proto}.{DOMAIN}"]
-    assert srv == [DnsRecord(f"_sip._{proto}.{DOMAIN}", "SRV", f"pcscf-1.{DOMAIN}", priority=10,
-                             weight=10, port=5060)]
+    assert srv == [DnsRecord(f"_sip._{proto}.{DOMAIN}", "SRV", f"pcscf-1.{DOMAIN}", priority=10, weight=10, port=5060)]
 
 
 @pytest.mark.parametrize("proto", ["udp", "tcp"])
 def test_srv_per_role(profile, proto):
     plan = build(profile)
+
     def targets(role: str) -> list[str]:
-        return sorted(r.value for r in plan.dns_records
-                      if r.type == "SRV" and r.name == f"_sip._{proto}.{role}.{DOMAIN}" and r.port == 5060)
+        return sorted(
+            r.value
+            for r in plan.dns_records
+            if r.type == "SRV" and r.name == f"_sip._{proto}.{role}.{DOMAIN}" and r.port == 5060
+        )
+
     assert targets("scscf") == [f"scscf-{i}.{DOMAIN}" for i in (1, 2, 3)]
     assert targets("pcscf") == [f"pcscf-1.{DOMAIN}"]
     assert targets("dns") == []  # the DNS server does not speak SIP
@@ -123,10 +145,12 @@ def test_the_zone_file_carries_every_record(profile):
     zone = json.loads(plan.unit("dns-1").files["zone.json"])
     assert zone["domain"] == DOMAIN
     assert {(r["name"], r["type"], r["value"]) for r in zone["records"]} == {
-        (r.name, r.type, r.value) for r in plan.dns_records}
+        (r.name, r.type, r.value) for r in plan.dns_records
+    }
 
 
 # --- routing --------------------------------------------------------------------------------------------
+
 
 def test_every_scscf_is_routed_by_default(profile):
     plan = build(profile)
@@ -154,6 +178,7 @@ def test_only_routable_units_enter_routing(profile):
 
 
 # --- rendered configs -------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("name", ["scscf-1", "scscf-2", "scscf-3", "pcscf-1"])
 def test_kamailio_configs_listen_on_the_units_own_address(profile, name):
@@ -185,9 +210,13 @@ def test_pcscf_config_points_at_its_own_dispatcher_list(profile):
 def test_dmq_peers_are_the_other_scscfs(profile):
     plan = build(profile)
     assert dmq_notification_peers(plan.unit("scscf-3").files["dmq-peers.cfg"]) == [
-        ADDRESSES["scscf-1"], ADDRESSES["scscf-2"]]
+        ADDRESSES["scscf-1"],
+        ADDRESSES["scscf-2"],
+    ]
     assert dmq_notification_peers(plan.unit("scscf-1").files["dmq-peers.cfg"]) == [
-        ADDRESSES["scscf-2"], ADDRESSES["scscf-3"]]
+        ADDRESSES["scscf-2"],
+        ADDRESSES["scscf-3"],
+    ]
     assert 'include_file "dmq-peers.cfg"' in plan.unit("scscf-1").files["kamailio.cfg"]
     alone = build(profile, "dns-1", "scscf-1", "pcscf-1")  # the only one is its own peer
     assert dmq_notification_peers(alone.unit("scscf-1").files["dmq-peers.cfg"]) == [ADDRESSES["scscf-1"]]
@@ -224,5 +253,10 @@ def test_naptr_points_each_sip_role_and_the_domain_to_its_srv_records(profile):
     assert not any(n.startswith(f"dns.{DOMAIN}") for n, *_ in naptr)
     zone = json.loads(plan.unit("dns-1").files["zone.json"])
     served = next(r for r in zone["records"] if r["type"] == "NAPTR" and r["name"] == DOMAIN)
-    assert (served["order"], served["preference"], served["flags"], served["service"],
-            served["replacement"]) == (10, 50, "s", "SIP+D2U", f"_sip._udp.{DOMAIN}")
+    assert (served["order"], served["preference"], served["flags"], served["service"], served["replacement"]) == (
+        10,
+        50,
+        "s",
+        "SIP+D2U",
+        f"_sip._udp.{DOMAIN}",
+    )

@@ -33,6 +33,7 @@ def covering(pol: Policy, value: float):
 
 # --- evaluate ------------------------------------------------------------------------------------
 
+
 def test_waiting_until_samples_cover_the_window():
     d = run(OUT, series(300, 300, 300, 300, 300))  # 5 s of a 10 s window
     assert d.action == "waiting"
@@ -139,8 +140,10 @@ def test_a_disabled_policy_decides_nothing():
     assert d.target == d.size
 
 
-@pytest.mark.parametrize("aggregate, value, action", [
-    ("avg", 250.0, "scale"), ("max", 400.0, "scale"), ("min", 100.0, "none"), ("sum", 500.0, "scale")])
+@pytest.mark.parametrize(
+    "aggregate, value, action",
+    [("avg", 250.0, "scale"), ("max", 400.0, "scale"), ("min", 100.0, "none"), ("sum", 500.0, "scale")],
+)
 def test_aggregates_over_the_units_of_the_role(aggregate, value, action):
     pol = dataclasses.replace(OUT, aggregate=aggregate)
     samples = [(NOW - i, {"scscf-1": 100.0, "scscf-2": 400.0}) for i in range(10, -1, -1)]
@@ -192,20 +195,23 @@ def test_the_profile_policies():
     assert pols["scscf-in"] == IN
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"role": "mgcf"}, "unknown role mgcf (roles: dns, pcscf, scscf)"),
-    ({"aggregate": "median"}, "aggregate must be one of avg, max, min, sum"),
-    ({"below": 5}, "give exactly one of above and below"),
-    ({"above": None}, "give exactly one of above and below"),
-    ({"window": 0}, "window must be 0-3600 s"),
-    ({"window": 3601}, "window must be 0-3600 s"),
-    ({"cooldown": -1}, "cooldown 0-86400 s"),
-    ({"cooldown": 86401}, "cooldown 0-86400 s"),
-    ({"step": 0}, "step must be -10 to 10 and not 0"),
-    ({"step": 11}, "step must be -10 to 10 and not 0"),
-    ({"step": -11}, "step must be -10 to 10 and not 0"),
-    ({"threshold": 3}, "unexpected keyword argument 'threshold'"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"role": "mgcf"}, "unknown role mgcf (roles: dns, pcscf, scscf)"),
+        ({"aggregate": "median"}, "aggregate must be one of avg, max, min, sum"),
+        ({"below": 5}, "give exactly one of above and below"),
+        ({"above": None}, "give exactly one of above and below"),
+        ({"window": 0}, "window must be 0-3600 s"),
+        ({"window": 3601}, "window must be 0-3600 s"),
+        ({"cooldown": -1}, "cooldown 0-86400 s"),
+        ({"cooldown": 86401}, "cooldown 0-86400 s"),
+        ({"step": 0}, "step must be -10 to 10 and not 0"),
+        ({"step": 11}, "step must be -10 to 10 and not 0"),
+        ({"step": -11}, "step must be -10 to 10 and not 0"),
+        ({"threshold": 3}, "unexpected keyword argument 'threshold'"),
+    ],
+)
 def test_parse_rejects_naming_the_problem(change, message):
     with pytest.raises(InvalidInput) as e:
         parse({**RAW, **change}, ROLES)
@@ -220,17 +226,31 @@ def test_parse_accepts_the_edges():
 
 # --- overridden ------------------------------------------------------------------------------------
 
+
 def test_no_override_keeps_the_profile_figures_and_ignores_other_attributes():
     assert overridden([OUT, IN], {"region": "eu", "imsso.scale.scscf.max": 3}) == [OUT, IN]
 
 
 def test_overrides_change_the_figures():
-    got = {p.name: p for p in overridden([OUT, IN], {
-        "imsso.policy.scscf-out.above": "5", "imsso.policy.scscf-out.window": 3,
-        "imsso.policy.scscf-out.cooldown": "5.5", "imsso.policy.scscf-out.step": "2",
-        "imsso.policy.scscf-in.below": 1.5})}
-    assert (got["scscf-out"].above, got["scscf-out"].window, got["scscf-out"].cooldown,
-            got["scscf-out"].step) == (5.0, 3.0, 5.5, 2)
+    got = {
+        p.name: p
+        for p in overridden(
+            [OUT, IN],
+            {
+                "imsso.policy.scscf-out.above": "5",
+                "imsso.policy.scscf-out.window": 3,
+                "imsso.policy.scscf-out.cooldown": "5.5",
+                "imsso.policy.scscf-out.step": "2",
+                "imsso.policy.scscf-in.below": 1.5,
+            },
+        )
+    }
+    assert (got["scscf-out"].above, got["scscf-out"].window, got["scscf-out"].cooldown, got["scscf-out"].step) == (
+        5.0,
+        3.0,
+        5.5,
+        2,
+    )
     assert got["scscf-in"].below == 1.5
     assert got["scscf-in"].window == IN.window  # untouched figures stay the profile's
 
@@ -269,9 +289,21 @@ def test_an_override_that_is_no_number_is_rejected(field, value):
     assert e.value.message == f"imsso.policy.scscf-out.{field} must be a number, not {value!r}"
 
 
-@pytest.mark.parametrize("value, enabled", [
-    ("false", False), ("False", False), ("0", False), ("no", False), (False, False),
-    ("true", True), (" TRUE ", True), ("1", True), ("yes", True), (True, True)])
+@pytest.mark.parametrize(
+    "value, enabled",
+    [
+        ("false", False),
+        ("False", False),
+        ("0", False),
+        ("no", False),
+        (False, False),
+        ("true", True),
+        (" TRUE ", True),
+        ("1", True),
+        ("yes", True),
+        (True, True),
+    ],
+)
 def test_enabled_parsing(value, enabled):
     assert overridden([OUT], {"imsso.policy.scscf-out.enabled": value})[0].enabled is enabled
 
@@ -284,6 +316,7 @@ def test_enabled_invalid():
 
 # --- bounds ----------------------------------------------------------------------------------------
 
+
 def test_bounds_default_to_the_profile():
     assert bounds("scscf", 1, 5, {}) == (1, 5)
 
@@ -294,13 +327,18 @@ def test_bounds_narrowed_by_attributes():
     assert bounds("scscf", 1, 5, {"imsso.scale.pcscf.max": 9}) == (1, 5)  # another role's
 
 
-@pytest.mark.parametrize("attrs, message", [
-    ({"imsso.scale.scscf.max": 6}, "imsso.scale.scscf.max must be between 1 and 5 (the profile's bounds), not 6"),
-    ({"imsso.scale.scscf.min": 0}, "imsso.scale.scscf.min must be between 1 and 5 (the profile's bounds), not 0"),
-    ({"imsso.scale.scscf.min": 4, "imsso.scale.scscf.max": 2},
-     "imsso.scale.scscf.min 4 is above imsso.scale.scscf.max 2"),
-    ({"imsso.scale.scscf.max": "two"}, "imsso.scale.scscf.max must be a number, not 'two'"),
-])
+@pytest.mark.parametrize(
+    "attrs, message",
+    [
+        ({"imsso.scale.scscf.max": 6}, "imsso.scale.scscf.max must be between 1 and 5 (the profile's bounds), not 6"),
+        ({"imsso.scale.scscf.min": 0}, "imsso.scale.scscf.min must be between 1 and 5 (the profile's bounds), not 0"),
+        (
+            {"imsso.scale.scscf.min": 4, "imsso.scale.scscf.max": 2},
+            "imsso.scale.scscf.min 4 is above imsso.scale.scscf.max 2",
+        ),
+        ({"imsso.scale.scscf.max": "two"}, "imsso.scale.scscf.max must be a number, not 'two'"),
+    ],
+)
 def test_bounds_rejected(attrs, message):
     with pytest.raises(InvalidInput) as e:
         bounds("scscf", 1, 5, attrs)
@@ -309,11 +347,13 @@ def test_bounds_rejected(attrs, message):
 
 # --- monitoring.rates ------------------------------------------------------------------------------
 
+
 def test_counters_become_per_second_rates():
     before = {"scscf-1": {"sip.registers": 100, "process.cpu_seconds": 2.0}}
     after = {"scscf-1": {"sip.registers": 150, "process.cpu_seconds": 3.0}}
     assert monitoring.rates(before, after, 2.0) == {
-        "scscf-1": {"sip.registers_rate": 25.0, "process.cpu_seconds_rate": 0.5}}
+        "scscf-1": {"sip.registers_rate": 25.0, "process.cpu_seconds_rate": 0.5}
+    }
 
 
 def test_gauges_give_no_rate():

@@ -27,9 +27,15 @@ def parse_request(data: bytes) -> tuple[str, dict[str, str], bytes]:
 
 
 def response(status: str, headers: dict[str, str], call_id: str | None = None) -> bytes:
-    lines = [f"SIP/2.0 {status}", f"Via: {headers['via']}", f"From: {headers['from']}",
-             f"To: {headers['to']};tag=peer", f"Call-ID: {call_id or headers['call-id']}",
-             f"CSeq: {headers['cseq']}", "Content-Length: 0"]
+    lines = [
+        f"SIP/2.0 {status}",
+        f"Via: {headers['via']}",
+        f"From: {headers['from']}",
+        f"To: {headers['to']};tag=peer",
+        f"Call-ID: {call_id or headers['call-id']}",
+        f"CSeq: {headers['cseq']}",
+        "Content-Length: 0",
+    ]
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
@@ -104,8 +110,9 @@ def test_options_request_is_well_formed(peer: Callable[[Behaviour], Peer]) -> No
     assert second["call-id"] != headers["call-id"] and second["via"] != headers["via"]
 
 
-@pytest.mark.parametrize("statuses", [[], ["180 Ringing"], ["other 200 OK"]],
-                         ids=["silent", "provisional-only", "other-call"])
+@pytest.mark.parametrize(
+    "statuses", [[], ["180 Ringing"], ["other 200 OK"]], ids=["silent", "provisional-only", "other-call"]
+)
 def test_options_times_out_to_none(peer: Callable[[Behaviour], Peer], statuses: list[str]) -> None:
     p = peer(lambda _: statuses)
     started = time.monotonic()

@@ -71,8 +71,7 @@ def test_the_unit_quota_counts_sizes_over_the_tenants_instances(client, orch):
     assert r.status_code == 403
     error = r.json()["error"]
     assert "would have 6 units, 3 in use elsewhere and 3 here, of 4 (IMSSO_QUOTA_UNITS)" in error["message"]
-    assert error["details"] == {"quota": "units", "used": 3, "requested": 3, "limit": 4,
-                                "setting": "IMSSO_QUOTA_UNITS"}
+    assert error["details"] == {"quota": "units", "used": 3, "requested": 3, "limit": 4, "setting": "IMSSO_QUOTA_UNITS"}
 
 
 def test_scaling_up_past_the_unit_quota_is_refused_and_within_it_accepted(client, orch):
@@ -88,8 +87,9 @@ def test_scaling_up_past_the_unit_quota_is_refused_and_within_it_accepted(client
 def test_occi_shows_the_same_refusal(client, orch):
     acme = _headers(orch, "acme")
     for name in ("one", "two"):
-        r = client.put(f"/orchestrator/{name}", headers={**acme, "Content-Type": "text/occi",
-                                                         "Category": ORCHESTRATOR_CATEGORY})
+        r = client.put(
+            f"/orchestrator/{name}", headers={**acme, "Content-Type": "text/occi", "Category": ORCHESTRATOR_CATEGORY}
+        )
         assert r.status_code == (201 if name == "one" else 403), r.text
     assert "IMSSO_QUOTA_UNITS" in r.text and "of 4" in r.text
 
@@ -111,12 +111,15 @@ def test_an_exhausted_address_pool_is_a_clear_409_not_a_500(client, orch):
     assert f"all {MAX_BLOCKS} address blocks are in use" in r.json()["error"]["message"]
 
 
-@pytest.mark.parametrize("env, problem", [
-    ({"IMSSO_QUOTA_INSTANCES": "ten"}, "IMSSO_QUOTA_INSTANCES must be a whole number"),
-    ({"IMSSO_QUOTA_UNITS": "-1"}, "IMSSO_QUOTA_UNITS must be 0 or more"),
-    ({"IMSSO_METRICS": "maybe"}, "IMSSO_METRICS 'maybe' must be one of auto, on, off"),
-    ({"IMSSO_DOCS": "perhaps"}, "IMSSO_DOCS must be on or off"),
-])
+@pytest.mark.parametrize(
+    "env, problem",
+    [
+        ({"IMSSO_QUOTA_INSTANCES": "ten"}, "IMSSO_QUOTA_INSTANCES must be a whole number"),
+        ({"IMSSO_QUOTA_UNITS": "-1"}, "IMSSO_QUOTA_UNITS must be 0 or more"),
+        ({"IMSSO_METRICS": "maybe"}, "IMSSO_METRICS 'maybe' must be one of auto, on, off"),
+        ({"IMSSO_DOCS": "perhaps"}, "IMSSO_DOCS must be on or off"),
+    ],
+)
 def test_bad_settings_are_refused_by_name(env, problem, tmp_path):
     with pytest.raises(InvalidInput) as err:
         Settings.from_env({"IMSSO_DATA_DIR": str(tmp_path), **env}).resolved()

@@ -11,15 +11,19 @@ import pytest
 
 from imsso.engine import runtime as rt
 from imsso.engine.runtime import HEAL_AFTER, HEAL_BACKOFF, HEAL_HORIZON, HEAL_LIMIT, Runtime
-from imsso.model import (Conflict, Instance, InstanceState, Operation, OperationKind, OperationState, Unit,
-                         UnitState)
+from imsso.model import Conflict, Instance, InstanceState, Operation, OperationKind, OperationState, Unit, UnitState
 from imsso.store import Store
 
 K = OperationKind
-HIGH, NORMAL, LOW = 10.0, 3.0, 1.0   # REGISTERs per second per S-CSCF, against the policies below
-POLICIES = {"imsso.policy.scscf-out.above": 5, "imsso.policy.scscf-out.window": 3,
-            "imsso.policy.scscf-out.cooldown": 5, "imsso.policy.scscf-in.below": 2,
-            "imsso.policy.scscf-in.window": 3, "imsso.policy.scscf-in.cooldown": 5}
+HIGH, NORMAL, LOW = 10.0, 3.0, 1.0  # REGISTERs per second per S-CSCF, against the policies below
+POLICIES = {
+    "imsso.policy.scscf-out.above": 5,
+    "imsso.policy.scscf-out.window": 3,
+    "imsso.policy.scscf-out.cooldown": 5,
+    "imsso.policy.scscf-in.below": 2,
+    "imsso.policy.scscf-in.window": 3,
+    "imsso.policy.scscf-in.cooldown": 5,
+}
 
 
 class Source:
@@ -44,12 +48,19 @@ class Rig:
         self.store = store
         self.now = 1000.0
         self.source = Source()
-        self.silent: set[str] = set()                 # units that do not answer their probe
-        self.busy: str | None = None                  # request raises Conflict with this
+        self.silent: set[str] = set()  # units that do not answer their probe
+        self.busy: str | None = None  # request raises Conflict with this
         self.requests: list[tuple[K, dict[str, Any]]] = []
         self.told: list[tuple[str, str]] = []
-        self.runtime = Runtime(store, self.request, [self.source], self.answers, interval=1.0,
-                               on_decision=lambda p, a: self.told.append((p, a)), clock=lambda: self.now)
+        self.runtime = Runtime(
+            store,
+            self.request,
+            [self.source],
+            self.answers,
+            interval=1.0,
+            on_decision=lambda p, a: self.told.append((p, a)),
+            clock=lambda: self.now,
+        )
         self.instance = self.add_instance()
 
     # the fakes
@@ -65,11 +76,24 @@ class Rig:
         return unit.name not in self.silent
 
     # the world
-    def add_instance(self, name: str = "core", scscf: int = 1, attributes: dict | None = None,
-                     state: InstanceState = InstanceState.ACTIVE) -> Instance:
-        inst = Instance(id=str(uuid.uuid4()), tenant="acme", name=name, profile="sip-core", driver="local",
-                        domain="ims.test", sizes={"scscf": scscf, "pcscf": 1, "dns": 1},
-                        attributes=dict(POLICIES if attributes is None else attributes), state=state)
+    def add_instance(
+        self,
+        name: str = "core",
+        scscf: int = 1,
+        attributes: dict | None = None,
+        state: InstanceState = InstanceState.ACTIVE,
+    ) -> Instance:
+        inst = Instance(
+            id=str(uuid.uuid4()),
+            tenant="acme",
+            name=name,
+            profile="sip-core",
+            driver="local",
+            domain="ims.test",
+            sizes={"scscf": scscf, "pcscf": 1, "dns": 1},
+            attributes=dict(POLICIES if attributes is None else attributes),
+            state=state,
+        )
         self.store.create_instance(inst)
         for role, count in inst.sizes.items():
             for i in range(1, count + 1):
@@ -78,9 +102,18 @@ class Rig:
 
     def add_unit(self, inst: Instance, role: str, index: int) -> None:
         name = f"{role}-{index}"
-        self.store.add_unit(Unit(id=str(uuid.uuid4()), instance_id=inst.id, name=name, role=role, index=index,
-                                 address=f"127.200.{inst.block}.{len(self.store.units(inst.id)) + 2}",
-                                 state=UnitState.RUNNING, pid=4000 + index))
+        self.store.add_unit(
+            Unit(
+                id=str(uuid.uuid4()),
+                instance_id=inst.id,
+                name=name,
+                role=role,
+                index=index,
+                address=f"127.200.{inst.block}.{len(self.store.units(inst.id)) + 2}",
+                state=UnitState.RUNNING,
+                pid=4000 + index,
+            )
+        )
         if role == "scscf":
             self.source.counters[name] = 0.0
 
@@ -143,6 +176,7 @@ def rig(store: Store) -> Rig:
 
 # --- scaling ---------------------------------------------------------------------------------------
 
+
 def test_load_above_the_threshold_for_the_window_starts_one_scale(rig: Rig):
     rig.tick(HIGH, times=5)  # window (3 s) covered at the 4th tick, cooldown since the first look (5 s)
     assert rig.scales() == []
@@ -173,8 +207,8 @@ def test_cooldown_starts_at_the_first_look(rig: Rig):
 
 def test_cooldown_restarts_after_a_size_change(rig: Rig):
     rig.tick(NORMAL, times=10)  # well past the first look's cooldown
-    rig.resize(2)               # a user's scale
-    rig.tick(HIGH, times=5)     # the window is covered after 4 ticks; the cooldown (5 s) is not over
+    rig.resize(2)  # a user's scale
+    rig.tick(HIGH, times=5)  # the window is covered after 4 ticks; the cooldown (5 s) is not over
     assert rig.scales() == []
     assert "in cooldown" in rig.messages()[-1]
     rig.tick(HIGH)
@@ -194,10 +228,10 @@ def test_after_its_own_scale_the_policy_waits_for_the_cooldown(rig: Rig):
 def test_the_same_verdict_is_told_once_and_a_new_one_again(rig: Rig):
     rig.tick(NORMAL, times=20)
     rig.tick(NORMAL + 1, times=5)  # other figures, same verdict
-    assert rig.messages() == [("scscf-out: no action, within threshold: not avg sip.registers_rate > 5 "
-                               "for 3 s (3.0, 3.0, 3.0)"),
-                              ("scscf-in: no action, within threshold: not avg sip.registers_rate < 2 "
-                               "for 3 s (3.0, 3.0, 3.0)")]
+    assert rig.messages() == [
+        ("scscf-out: no action, within threshold: not avg sip.registers_rate > 5 for 3 s (3.0, 3.0, 3.0)"),
+        ("scscf-in: no action, within threshold: not avg sip.registers_rate < 2 for 3 s (3.0, 3.0, 3.0)"),
+    ]
     rig.tick(LOW, times=20)  # scale-in at the S-CSCF's min
     assert len(rig.messages()) == 3
     assert rig.messages()[-1].startswith("scscf-in: no action, at bound:")
@@ -228,8 +262,9 @@ def test_invalid_policy_overrides_are_told_not_applied(rig: Rig):
     rig.store.save_instance(bad)
     rig.tick(HIGH, times=10)
     assert rig.scales() == []
-    assert rig.messages() == [("policies not applied: policy scscf-out: window must be 0-3600 s and "
-                               "cooldown 0-86400 s")]
+    assert rig.messages() == [
+        ("policies not applied: policy scscf-out: window must be 0-3600 s and cooldown 0-86400 s")
+    ]
 
 
 def test_a_disabled_policy_does_not_scale(store: Store):
@@ -249,8 +284,7 @@ def test_scaling_bounds_of_the_instance_hold_the_scale(store: Store):
     store.save_instance(inst)
     rig.tick(HIGH, times=10)
     assert rig.scales() == []
-    assert any(m.startswith("scscf-out: no action, at bound") and m.endswith("at its max 1")
-               for m in rig.messages())
+    assert any(m.startswith("scscf-out: no action, at bound") and m.endswith("at its max 1") for m in rig.messages())
 
 
 def test_on_decision_gets_each_told_decision(rig: Rig):
@@ -270,6 +304,7 @@ def test_a_scale_not_started_is_not_counted_as_a_scale(rig: Rig):
 
 # --- what is acted on -------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("state", [InstanceState.SCALING, InstanceState.HEALING])
 def test_an_instance_in_an_operation_is_observed_not_acted_on(store: Store, state: InstanceState):
     rig = Rig(store)
@@ -283,8 +318,7 @@ def test_an_instance_in_an_operation_is_observed_not_acted_on(store: Store, stat
 
 
 def test_an_active_instance_with_a_current_operation_is_not_acted_on(rig: Rig):
-    rig.store.start_operation(Operation(id=str(uuid.uuid4()), instance_id=rig.instance.id, kind=K.UPDATE,
-                                        params={}))
+    rig.store.start_operation(Operation(id=str(uuid.uuid4()), instance_id=rig.instance.id, kind=K.UPDATE, params={}))
     rig.set_unit("pcscf-1", UnitState.FAILED)
     rig.tick(HIGH, times=10)
     assert rig.requests == [] and rig.messages() == []
@@ -328,14 +362,17 @@ def test_instances_are_watched_apart(rig: Rig):
 
 # --- healing ---------------------------------------------------------------------------------------
 
+
 def test_a_failed_unit_is_healed(rig: Rig):
     rig.set_unit("scscf-1", UnitState.FAILED)
     rig.tick()
     assert rig.heals() == [{"units": ["scscf-1"], "reason": "scscf-1 died"}]
     [event] = rig.decisions()
     assert event.message == "heal: scscf-1 died: replacing scscf-1"
-    assert event.data == {"units": ["scscf-1"],
-                          "operation": rig.store.get_instance(rig.instance.id).current_operation_id}
+    assert event.data == {
+        "units": ["scscf-1"],
+        "operation": rig.store.get_instance(rig.instance.id).current_operation_id,
+    }
     assert rig.told == [("heal", "heal")]
 
 
@@ -397,8 +434,8 @@ def test_heals_of_one_unit_back_off(rig: Rig):
     assert (HEAL_BACKOFF, HEAL_LIMIT) == (2.0, 3)  # the figures below
     rig.set_unit("scscf-1", UnitState.FAILED)
     rig.tick()
-    heal_again(rig, HEAL_BACKOFF)       # 2 s after the 1st heal
-    heal_again(rig, HEAL_BACKOFF * 2)   # 4 s after the 2nd
+    heal_again(rig, HEAL_BACKOFF)  # 2 s after the 1st heal
+    heal_again(rig, HEAL_BACKOFF * 2)  # 4 s after the 2nd
 
 
 def test_after_the_limit_the_unit_is_left_failed(rig: Rig):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from cryptography.fernet import Fernet
+from cryptography.fernet import Fernet, InvalidToken
 from typer.testing import CliRunner
 
 from imsso import cli, profiles
@@ -27,8 +27,18 @@ PASSWORDS = ("alice-secret-1", "bob-secret-22")
 
 def instance(store: Store, profile: str) -> Instance:
     name = f"{profile}-{uuid.uuid4().hex[:6]}"
-    return store.create_instance(Instance(id=str(uuid.uuid4()), tenant="acme", name=name, profile=profile,
-                                          driver="local", domain="ims.test", sizes={}, attributes={}))
+    return store.create_instance(
+        Instance(
+            id=str(uuid.uuid4()),
+            tenant="acme",
+            name=name,
+            profile=profile,
+            driver="local",
+            domain="ims.test",
+            sizes={},
+            attributes={},
+        )
+    )
 
 
 def stored(store: Store) -> str:
@@ -75,12 +85,13 @@ def test_rotation_seals_everything_again_and_drops_the_old_key(store: Store, tmp
     assert len(new_key) == 1 and new_key != old_key, "one key left, and not the old one"
     assert stored(store) != before
     with store.engine.connect() as c:
-        tokens = [t for row in c.execute(sa.text("SELECT password, k, opc, ha1, ha1b FROM subscribers"))
-                  for t in row if t]
+        tokens = [
+            t for row in c.execute(sa.text("SELECT password, k, opc, ha1, ha1b FROM subscribers")) for t in row if t
+        ]
     assert len(tokens) == 5
     for token in tokens:  # the new key alone opens them; the old one opens none
         Fernet(new_key[0]).decrypt(token.encode())
-        with pytest.raises(Exception):
+        with pytest.raises(InvalidToken):
             Fernet(old_key[0]).decrypt(token.encode())
     assert store.subscribers(ims.id)[0].k == K
     assert store.subscribers(core.id)[0].ha1 == ha1_pair("bob", "ims.test", PASSWORDS[1])[0]
@@ -153,10 +164,13 @@ def test_migration_0004_seals_rows_stored_in_clear(store_url: str, tmp_path: Pat
                 "INSERT INTO instances (id, tenant, name, profile, driver, domain, block, sizes, attributes,"
                 " state, stack_state, provisioned, test_subscribers, secret, created_at, updated_at) VALUES"
                 f" ('{iid}', 'acme', '{iid}', '{profile}', 'local', 'ims.test', {block}, '{{}}', '{{}}',"
-                " 'active', 'CREATE_COMPLETE', true, true, 's', '2026-01-01 00:00:00', '2026-01-01 00:00:00')")
-        c.exec_driver_sql("INSERT INTO subscribers (instance_id, \"user\", domain, password, k, opc) VALUES"
-                          f" ('i-ims', 'alice', 'ims.test', '{PASSWORDS[0]}', '{K}', '{OPC}'),"
-                          f" ('i-core', 'bob', 'ims.test', '{PASSWORDS[1]}', '', '')")
+                " 'active', 'CREATE_COMPLETE', true, true, 's', '2026-01-01 00:00:00', '2026-01-01 00:00:00')"
+            )
+        c.exec_driver_sql(
+            'INSERT INTO subscribers (instance_id, "user", domain, password, k, opc) VALUES'
+            f" ('i-ims', 'alice', 'ims.test', '{PASSWORDS[0]}', '{K}', '{OPC}'),"
+            f" ('i-core', 'bob', 'ims.test', '{PASSWORDS[1]}', '', '')"
+        )
     old.migrate()
     rows = stored(old)
     assert not any(secret in rows for secret in (*PASSWORDS, K, OPC))
@@ -171,18 +185,17 @@ def test_a_profile_says_how_it_keeps_passwords(tmp_path: Path):
     assert profiles.load("ims").credentials == "encrypted"  # its HSS hands the password to the S-CSCF
     folder = tmp_path / "odd"
     (folder / "templates").mkdir(parents=True)
-    (folder / "profile.yaml").write_text("name: odd\ndomain: odd.test\nroles: {}\nentry: pcscf\n"
-                                         "credentials: plain\n")
+    (folder / "profile.yaml").write_text("name: odd\ndomain: odd.test\nroles: {}\nentry: pcscf\ncredentials: plain\n")
     with pytest.raises(InvalidInput, match="credentials 'plain' is not one of ha1, encrypted"):
         profiles._read(folder)
 
 
 def test_the_key_file_may_live_elsewhere(tmp_path: Path):
-    settings = Settings.from_env({"IMSSO_DATA_DIR": str(tmp_path / "data"),
-                                  "IMSSO_SECRETS_KEY_FILE": str(tmp_path / "other" / "k")}).resolved()
+    settings = Settings.from_env(
+        {"IMSSO_DATA_DIR": str(tmp_path / "data"), "IMSSO_SECRETS_KEY_FILE": str(tmp_path / "other" / "k")}
+    ).resolved()
     assert settings.secrets_key_file == tmp_path / "other" / "k"
-    assert Settings.from_env({"IMSSO_DATA_DIR": str(tmp_path)}).resolved().secrets_key_file \
-        == tmp_path / "secrets.key"
+    assert Settings.from_env({"IMSSO_DATA_DIR": str(tmp_path)}).resolved().secrets_key_file == tmp_path / "secrets.key"
 
 
 def test_imsso_secrets_rotate(tmp_path: Path):

@@ -15,16 +15,19 @@ def sip_core() -> profiles.Profile:
 
 # --- split ------------------------------------------------------------------------------------------
 
+
 def test_split_sorts_sizes_inputs_settings_and_create_only():
-    changes = spec.split({
-        "imsso.size.scscf": "3",
-        "imsso.size.pcscf": 1,
-        "mcn.endpoint.maas": "160.85.4.50",
-        "occi.core.title": "my core",
-        "imsso.test_subscribers": "false",
-        "imsso.profile": "sip-core",
-        "imsso.domain": "ims.example.org",
-    })
+    changes = spec.split(
+        {
+            "imsso.size.scscf": "3",
+            "imsso.size.pcscf": 1,
+            "mcn.endpoint.maas": "160.85.4.50",
+            "occi.core.title": "my core",
+            "imsso.test_subscribers": "false",
+            "imsso.profile": "sip-core",
+            "imsso.domain": "ims.example.org",
+        }
+    )
     assert changes.sizes == {"scscf": 3, "pcscf": 1}
     assert changes.attributes == {"mcn.endpoint.maas": "160.85.4.50", "occi.core.title": "my core"}
     assert changes.test_subscribers is False
@@ -38,11 +41,20 @@ def test_split_of_nothing_is_empty():
     assert changes.test_subscribers is None
 
 
-@pytest.mark.parametrize("name", [
-    "occi.core.id", "occi.mcn.stack.state", "occi.mcn.stack.id", "mcn.service.state",
-    "imsso.operation", "imsso.error", "imsso.unit.scscf-1.state",
-    "mcn.endpoint.pcscf-1.local.private", "mcn.endpoint.scscf-2.public-net.public",
-])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "occi.core.id",
+        "occi.mcn.stack.state",
+        "occi.mcn.stack.id",
+        "mcn.service.state",
+        "imsso.operation",
+        "imsso.error",
+        "imsso.unit.scscf-1.state",
+        "mcn.endpoint.pcscf-1.local.private",
+        "mcn.endpoint.scscf-2.public-net.public",
+    ],
+)
 def test_outputs_are_refused_naming_the_attribute(name):
     with pytest.raises(InvalidInput) as err:
         spec.split({name: "x"})
@@ -53,8 +65,7 @@ def test_outputs_are_refused_naming_the_attribute(name):
 
 def test_an_input_under_mcn_endpoint_is_not_taken_for_an_output():
     # mcn.endpoint.maas is the guide's monitoring input, not a unit endpoint
-    assert spec.split({"mcn.endpoint.maas": "160.85.4.50"}).attributes == {
-        "mcn.endpoint.maas": "160.85.4.50"}
+    assert spec.split({"mcn.endpoint.maas": "160.85.4.50"}).attributes == {"mcn.endpoint.maas": "160.85.4.50"}
 
 
 @pytest.mark.parametrize("name", ["foo.bar", "imsso.colour", "occi.core.owner", "size.scscf"])
@@ -63,16 +74,34 @@ def test_unknown_names_are_refused_listing_what_is_accepted(name):
         spec.split({name: "x"})
     message = err.value.message
     assert f"unknown attribute {name}" in message
-    for accepted in ("mcn.", "imsso.size.<role>", "imsso.test_subscribers", "imsso.profile",
-                     "imsso.driver", "imsso.domain"):
+    for accepted in (
+        "mcn.",
+        "imsso.size.<role>",
+        "imsso.test_subscribers",
+        "imsso.profile",
+        "imsso.driver",
+        "imsso.domain",
+    ):
         assert accepted in message
     assert err.value.details == {"attribute": name}
 
 
-@pytest.mark.parametrize("value, expected", [
-    (True, True), (False, False), ("true", True), ("TRUE", True), ("yes", True), ("1", True),
-    ("false", False), (" No ", False), ("0", False), (1, True), (0, False),
-])
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        (True, True),
+        (False, False),
+        ("true", True),
+        ("TRUE", True),
+        ("yes", True),
+        ("1", True),
+        ("false", False),
+        (" No ", False),
+        ("0", False),
+        (1, True),
+        (0, False),
+    ],
+)
 def test_booleans_parse(value, expected):
     assert spec.split({"imsso.test_subscribers": value}).test_subscribers is expected
 
@@ -109,20 +138,27 @@ def test_create_only_names_need_a_non_empty_string(name):
 
 # --- sizes ------------------------------------------------------------------------------------------
 
+
 def test_sizes_within_the_profile_bounds_pass(sip_core):
     spec.check_sizes(sip_core, {"scscf": 1})
     spec.check_sizes(sip_core, {"scscf": 5, "pcscf": 1, "dns": 1})
     spec.check_sizes(sip_core, {})
 
 
-@pytest.mark.parametrize("role, count, low, high", [
-    ("scscf", 6, 1, 5), ("scscf", 0, 1, 5), ("scscf", -1, 1, 5), ("pcscf", 2, 1, 1), ("dns", 0, 1, 1),
-])
+@pytest.mark.parametrize(
+    "role, count, low, high",
+    [
+        ("scscf", 6, 1, 5),
+        ("scscf", 0, 1, 5),
+        ("scscf", -1, 1, 5),
+        ("pcscf", 2, 1, 1),
+        ("dns", 0, 1, 1),
+    ],
+)
 def test_sizes_out_of_bounds_name_the_role_bounds_and_value(sip_core, role, count, low, high):
     with pytest.raises(InvalidInput) as err:
         spec.check_sizes(sip_core, {role: count})
-    assert err.value.message == (f"size of {role} must be between {low} and {high} in profile "
-                                 f"sip-core, not {count}")
+    assert err.value.message == (f"size of {role} must be between {low} and {high} in profile sip-core, not {count}")
     assert err.value.details == {"role": role, "min": low, "max": high, "given": count}
 
 
@@ -140,16 +176,35 @@ def test_default_sizes_come_from_the_profile(sip_core):
 
 # --- domain -----------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("given, expected", [
-    ("ims.test", "ims.test"), ("IMS.Example.ORG", "ims.example.org"), (" core-1.acme.ims.test ",
-                                                                       "core-1.acme.ims.test"),
-])
+
+@pytest.mark.parametrize(
+    "given, expected",
+    [
+        ("ims.test", "ims.test"),
+        ("IMS.Example.ORG", "ims.example.org"),
+        (" core-1.acme.ims.test ", "core-1.acme.ims.test"),
+    ],
+)
 def test_a_domain_is_normalised(given, expected):
     assert spec.check_domain(given) == expected
 
 
-@pytest.mark.parametrize("bad", ["localhost", "ims_core.test", "-ims.test", "ims-.test", "ims..test",
-                                 "ims.test.", "ims.t", "ims.123", "", "a b.test", "x" * 64 + ".test"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "localhost",
+        "ims_core.test",
+        "-ims.test",
+        "ims-.test",
+        "ims..test",
+        "ims.test.",
+        "ims.t",
+        "ims.123",
+        "",
+        "a b.test",
+        "x" * 64 + ".test",
+    ],
+)
 def test_a_bad_domain_is_refused_with_an_example(bad):
     with pytest.raises(InvalidInput) as err:
         spec.check_domain(bad)
@@ -157,8 +212,21 @@ def test_a_bad_domain_is_refused_with_an_example(bad):
     assert "ims.example.org" in err.value.message
 
 
-@pytest.mark.parametrize("name", ["mcn.x\nX-OCCI-Attribute: occi.mcn.stack.state", 'mcn.x"', "mcn.x=1",
-                                  "mcn..x", "mcn.X", "mcn.1x", "mcn.x;y", "", "m" * 256, 7])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "mcn.x\nX-OCCI-Attribute: occi.mcn.stack.state",
+        'mcn.x"',
+        "mcn.x=1",
+        "mcn..x",
+        "mcn.X",
+        "mcn.1x",
+        "mcn.x;y",
+        "",
+        "m" * 256,
+        7,
+    ],
+)
 def test_attribute_names_are_checked_whole(name):
     with pytest.raises(InvalidInput) as refused:
         spec.split({name: "v"})

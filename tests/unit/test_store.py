@@ -10,12 +10,24 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
-from imsso.model import (Conflict, Instance, InstanceState, NotFound, Operation, OperationError,
-                         OperationKind, OperationState, StepRecord, Subscriber, Unit, UnitState)
+from imsso.model import (
+    Conflict,
+    Instance,
+    InstanceState,
+    NotFound,
+    Operation,
+    OperationError,
+    OperationKind,
+    OperationState,
+    StepRecord,
+    Subscriber,
+    Unit,
+    UnitState,
+)
 from imsso.store import Store
 from imsso.vault import ha1_pair
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 def new_id() -> str:
@@ -23,23 +35,26 @@ def new_id() -> str:
 
 
 def make_instance(name: str = "core", tenant: str = "acme", **fields) -> Instance:
-    values = dict(id=new_id(), tenant=tenant, name=name, profile="sip-core", driver="local",
-                  domain=f"{name}.{tenant}.ims.test", sizes={"pcscf": 1, "scscf": 2},
-                  attributes={"region": "eu", "tags": ["a", "b"], "nested": {"x": 1}})
+    values = dict(
+        id=new_id(),
+        tenant=tenant,
+        name=name,
+        profile="sip-core",
+        driver="local",
+        domain=f"{name}.{tenant}.ims.test",
+        sizes={"pcscf": 1, "scscf": 2},
+        attributes={"region": "eu", "tags": ["a", "b"], "nested": {"x": 1}},
+    )
     values.update(fields)
     return Instance(**values)
 
 
-def make_operation(instance_id: str, kind: OperationKind = OperationKind.DEPLOY, **fields
-                   ) -> Operation:
-    return Operation(id=new_id(), instance_id=instance_id, kind=kind, params=fields.pop("params", {}),
-                     **fields)
+def make_operation(instance_id: str, kind: OperationKind = OperationKind.DEPLOY, **fields) -> Operation:
+    return Operation(id=new_id(), instance_id=instance_id, kind=kind, params=fields.pop("params", {}), **fields)
 
 
-def make_unit(instance_id: str, name: str, address: str, role: str = "pcscf", index: int = 0,
-              **fields) -> Unit:
-    return Unit(id=new_id(), instance_id=instance_id, name=name, role=role, index=index,
-                address=address, **fields)
+def make_unit(instance_id: str, name: str, address: str, role: str = "pcscf", index: int = 0, **fields) -> Unit:
+    return Unit(id=new_id(), instance_id=instance_id, name=name, role=role, index=index, address=address, **fields)
 
 
 def run_together(count: int, work) -> list:
@@ -65,6 +80,7 @@ def run_together(count: int, work) -> list:
 
 # --- schema -----------------------------------------------------------------------------------------
 
+
 def test_an_instance_stored_before_stacks_reads_back_without_one(store_url: str):
     """A database of the first schema, upgraded: its instances have no stack and no outputs."""
     from alembic import command
@@ -82,7 +98,8 @@ def test_an_instance_stored_before_stacks_reads_back_without_one(store_url: str)
             "INSERT INTO instances (id, tenant, name, profile, driver, domain, block, sizes, attributes,"
             " state, stack_state, provisioned, test_subscribers, secret, created_at, updated_at) VALUES"
             " ('i-1', 'acme', 'old', 'sip-core', 'local', 'old.ims.test', 0, '{}', '{}', 'active',"
-            " 'CREATE_COMPLETE', true, true, 's', '2026-01-01 00:00:00', '2026-01-01 00:00:00')")
+            " 'CREATE_COMPLETE', true, true, 's', '2026-01-01 00:00:00', '2026-01-01 00:00:00')"
+        )
     old.migrate()
     got = old.get_instance("i-1")
     assert (got.name, got.stack_id, got.outputs) == ("old", "", {})
@@ -103,22 +120,28 @@ def test_migrate_twice_is_a_no_op(store: Store):
 
     with store.engine.connect() as c:
         assert set(sa.inspect(c).get_table_names()) == tables_before
-        assert c.exec_driver_sql("SELECT version_num FROM alembic_version").scalars().all() \
-            == version_before
-    assert {"tokens", "instances", "units", "operations", "events", "subscribers",
-            "alembic_version"} <= tables_before
+        assert c.exec_driver_sql("SELECT version_num FROM alembic_version").scalars().all() == version_before
+    assert {"tokens", "instances", "units", "operations", "events", "subscribers", "alembic_version"} <= tables_before
     assert version_before == ["0004"]
     assert store.get_instance(instance.id) == instance
 
 
 # --- instances --------------------------------------------------------------------------------------
 
+
 def test_instance_round_trip(store: Store):
     created = dt.datetime(2026, 3, 4, 5, 6, 7, 123456, tzinfo=UTC)
-    instance = make_instance(state=InstanceState.ACTIVE, stack_state="CREATE_COMPLETE",
-                             provisioned=True, test_subscribers=False, secret="s3cret",
-                             current_operation_id=None, failed_operation_id=new_id(),
-                             created_at=created, updated_at=created + dt.timedelta(seconds=1))
+    instance = make_instance(
+        state=InstanceState.ACTIVE,
+        stack_state="CREATE_COMPLETE",
+        provisioned=True,
+        test_subscribers=False,
+        secret="s3cret",
+        current_operation_id=None,
+        failed_operation_id=new_id(),
+        created_at=created,
+        updated_at=created + dt.timedelta(seconds=1),
+    )
     store.create_instance(instance)
 
     got = store.get_instance(instance.id)
@@ -218,6 +241,7 @@ def test_concurrent_creations_of_one_name_one_wins(store: Store):
 
 # --- operations -------------------------------------------------------------------------------------
 
+
 def test_start_operation_conflicts_while_one_runs(store: Store):
     instance = store.create_instance(make_instance())
     deploy = make_operation(instance.id, OperationKind.DEPLOY)
@@ -259,8 +283,12 @@ def test_start_operation_concurrently_exactly_one_wins(store: Store):
 
 def test_operation_round_trip_with_steps_and_error(store: Store):
     instance = store.create_instance(make_instance())
-    op = make_operation(instance.id, OperationKind.SCALE, params={"sizes": {"pcscf": 3}},
-                        created_at=dt.datetime(2026, 5, 1, 10, 0, 0, 1, tzinfo=UTC))
+    op = make_operation(
+        instance.id,
+        OperationKind.SCALE,
+        params={"sizes": {"pcscf": 3}},
+        created_at=dt.datetime(2026, 5, 1, 10, 0, 0, 1, tzinfo=UTC),
+    )
     store.start_operation(op)
 
     op.state = OperationState.FAILED
@@ -269,8 +297,7 @@ def test_operation_round_trip_with_steps_and_error(store: Store):
     op.finished_at = dt.datetime(2026, 5, 1, 10, 0, 9, 999999, tzinfo=UTC)
     op.steps = [
         StepRecord("plan", "done", "2026-05-01T10:00:01Z", "2026-05-01T10:00:02Z", "3 units"),
-        StepRecord("start-units", "failed", "2026-05-01T10:00:02Z", "2026-05-01T10:00:09Z",
-                   "pcscf-2 did not answer"),
+        StepRecord("start-units", "failed", "2026-05-01T10:00:02Z", "2026-05-01T10:00:09Z", "pcscf-2 did not answer"),
         StepRecord("route", "running", "2026-05-01T10:00:09Z"),
     ]
     op.error = OperationError("start-units", "pcscf-2 did not start", cause="timeout after 5s")
@@ -304,13 +331,16 @@ def test_operations_filtered_by_state_and_instance(store: Store):
 
     assert [o.id for o in store.operations()] == [op_a.id, op_b.id]
     assert [o.id for o in store.operations(states=[OperationState.QUEUED])] == [op_b.id]
-    assert [o.id for o in store.operations(states=[OperationState.SUCCEEDED,
-                                                   OperationState.QUEUED])] == [op_a.id, op_b.id]
+    assert [o.id for o in store.operations(states=[OperationState.SUCCEEDED, OperationState.QUEUED])] == [
+        op_a.id,
+        op_b.id,
+    ]
     assert [o.id for o in store.operations(instance_id=a.id)] == [op_a.id]
     assert store.operations(states=[OperationState.RUNNING]) == []
 
 
 # --- units ------------------------------------------------------------------------------------------
+
 
 def test_units_add_save_delete(store: Store):
     instance = store.create_instance(make_instance())
@@ -358,6 +388,7 @@ def test_unit_address_is_unique(store: Store):
 
 # --- events -----------------------------------------------------------------------------------------
 
+
 def test_events_in_order_and_since(store: Store):
     instance = store.create_instance(make_instance("a"))
     other = store.create_instance(make_instance("b"))
@@ -376,7 +407,8 @@ def test_events_in_order_and_since(store: Store):
     assert [(e.kind, e.message, e.data) for e in events] == [
         ("lifecycle", "deploying", {"from": "initialised"}),
         ("step", "plan done", {}),
-        ("decision", "scale out", {"pcscf": [1, 2]})]
+        ("decision", "scale out", {"pcscf": [1, 2]}),
+    ]
     assert all(e.time.tzinfo is not None for e in events)
     assert events[0].time <= events[1].time <= events[2].time
 
@@ -387,6 +419,7 @@ def test_events_in_order_and_since(store: Store):
 
 
 # --- subscribers ------------------------------------------------------------------------------------
+
 
 def test_subscribers_put_list_delete(store: Store):
     """A profile that needs the password back (ims) gets it back; sip-core keeps HA1 only."""
@@ -399,12 +432,16 @@ def test_subscribers_put_list_delete(store: Store):
     assert store.put_subscriber(Subscriber(other.id, "bob", domain, "elsewhere")) is True
     assert store.put_subscriber(Subscriber(instance.id, "bob", domain, "changed")) is False
 
-    assert store.subscribers(instance.id) == [Subscriber(instance.id, "alice", domain, "pw2", "00" * 16, "11" * 16),
-                                              Subscriber(instance.id, "bob", domain, "changed")]
+    assert store.subscribers(instance.id) == [
+        Subscriber(instance.id, "alice", domain, "pw2", "00" * 16, "11" * 16),
+        Subscriber(instance.id, "bob", domain, "changed"),
+    ]
     assert store.subscribers(instance.id)[1].aor == f"sip:bob@{domain}"
     hidden = store.subscribers(instance.id, secrets=False)
     assert [(s.user, s.password, s.k, s.opc, s.auth) for s in hidden] == [
-        ("alice", "", "", "", ["digest", "aka"]), ("bob", "", "", "", ["digest"])]
+        ("alice", "", "", "", ["digest", "aka"]),
+        ("bob", "", "", "", ["digest"]),
+    ]
 
     assert store.delete_subscriber(instance.id, "bob", domain) is True
     assert store.delete_subscriber(instance.id, "bob", domain) is False
@@ -415,6 +452,7 @@ def test_subscribers_put_list_delete(store: Store):
 
 
 # --- tokens -----------------------------------------------------------------------------------------
+
 
 def test_tokens_add_find(store: Store):
     expires = dt.datetime(2027, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
@@ -430,4 +468,3 @@ def test_tokens_add_find(store: Store):
     with pytest.raises(IntegrityError):
         store.add_token(new_id(), "a" * 64, "other", expires)  # one hash, one token
     assert store.find_token("a" * 64) == ("acme", expires)
-

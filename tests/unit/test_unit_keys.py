@@ -17,23 +17,45 @@ SECRET = "0123456789abcdef0123456789abcdef"
 
 
 def instance(profile: str) -> Instance:
-    return Instance(id="i-1", tenant="t", name="core", profile=profile, driver="local", domain="ims.test",
-                    sizes={}, attributes={}, secret=SECRET)
+    return Instance(
+        id="i-1",
+        tenant="t",
+        name="core",
+        profile=profile,
+        driver="local",
+        domain="ims.test",
+        sizes={},
+        attributes={},
+        secret=SECRET,
+    )
 
 
 def units(profile: profiles.Profile, extra: dict[str, int]) -> list[Unit]:
     found = []
     for position, role in enumerate(profile.order):  # a unit's address does not move as others come
         for index in range(1, extra.get(role, 1) + 1):
-            found.append(Unit(id=f"{role}-{index}", instance_id="i-1", name=f"{role}-{index}", role=role,
-                              index=index, address=f"127.200.0.{10 * position + index + 1}"))
+            found.append(
+                Unit(
+                    id=f"{role}-{index}",
+                    instance_id="i-1",
+                    name=f"{role}-{index}",
+                    role=role,
+                    index=index,
+                    address=f"127.200.0.{10 * position + index + 1}",
+                )
+            )
     return found
 
 
 def layout(inst: Instance, unit_name: str) -> dict[str, str]:
-    return {"unit_dir": f"/srv/{unit_name}", "subscribers_db": "/srv/s.sqlite",
-            "hss_subscribers": "/srv/h.json",
-            "dns_port": "53", "internal_net": "127.200.0.0/24", "manager_address": "127.0.0.1"}
+    return {
+        "unit_dir": f"/srv/{unit_name}",
+        "subscribers_db": "/srv/s.sqlite",
+        "hss_subscribers": "/srv/h.json",
+        "dns_port": "53",
+        "internal_net": "127.200.0.0/24",
+        "manager_address": "127.0.0.1",
+    }
 
 
 def configs(profile_name: str, **sizes: int) -> dict[str, str]:
@@ -43,9 +65,14 @@ def configs(profile_name: str, **sizes: int) -> dict[str, str]:
 
 
 def test_keys_differ_by_purpose_unit_and_instance():
-    keys = {unitkeys.management_key(SECRET, "scscf-1"), unitkeys.management_key(SECRET, "scscf-2"),
-            unitkeys.dmq_key(SECRET), unitkeys.term_key(SECRET), unitkeys.edge_key(SECRET),
-            unitkeys.dmq_key(SECRET[::-1])}
+    keys = {
+        unitkeys.management_key(SECRET, "scscf-1"),
+        unitkeys.management_key(SECRET, "scscf-2"),
+        unitkeys.dmq_key(SECRET),
+        unitkeys.term_key(SECRET),
+        unitkeys.edge_key(SECRET),
+        unitkeys.dmq_key(SECRET[::-1]),
+    }
     assert len(keys) == 6 and all(len(k) == 64 for k in keys)
 
 
@@ -87,10 +114,12 @@ def test_the_local_driver_keeps_instance_and_unit_files_private(tmp_path):
     os.umask(0o022)
     driver = LocalDriver(tmp_path / "data")
     inst = instance("sip-core")
-    driver.sync_subscribers(inst, profiles.load("sip-core"),
-                            [Subscriber(instance_id="i-1", user="alice", domain="ims.test", password="pw")])
+    driver.sync_subscribers(
+        inst, profiles.load("sip-core"), [Subscriber(instance_id="i-1", user="alice", domain="ims.test", password="pw")]
+    )
     folder = driver.instance_dir(inst)
     assert stat.S_IMODE(folder.stat().st_mode) == 0o700
     assert stat.S_IMODE((folder.parent).stat().st_mode) == 0o700
-    assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in folder.iterdir()
-            if p.name.startswith("subscribers.sqlite")}["subscribers.sqlite"] == 0o600
+    assert {
+        p.name: stat.S_IMODE(p.stat().st_mode) for p in folder.iterdir() if p.name.startswith("subscribers.sqlite")
+    }["subscribers.sqlite"] == 0o600

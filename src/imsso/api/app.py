@@ -9,18 +9,27 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from starlette.routing import Match
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 
 from ..model import OrchestratorError
 from ..telemetry import CONTENT_TYPE
 from .limits import RequestLimits, TooLarge
 from .occi import routes as occi_routes
-from .rest import openapi as rest_openapi, router as rest_router
+from .rest import openapi as rest_openapi
+from .rest import router as rest_router
 
 log = logging.getLogger("imsso.api")
-STATUS = {"invalid": 400, "not_applicable": 400, "not_found": 404, "conflict": 409,
-          "unauthorized": 401, "forbidden": 403, "unavailable": 503, "driver": 502}
+STATUS = {
+    "invalid": 400,
+    "not_applicable": 400,
+    "not_found": 404,
+    "conflict": 409,
+    "unauthorized": 401,
+    "forbidden": 403,
+    "unavailable": 503,
+    "driver": 502,
+}
 
 
 def create_app(app_state) -> FastAPI:
@@ -36,19 +45,26 @@ def create_app(app_state) -> FastAPI:
 
     settings = getattr(app_state, "settings", None)
     # The contract (/v1/openapi.json) is public like the API's shape; the Swagger UI is a setting.
-    app = FastAPI(title="imsso", version="0.1.0", lifespan=lifespan,
-                  description="IMS Service Orchestrator: OCCI at /orchestrator/ and /ims/, JSON under /v1",
-                  openapi_url="/v1/openapi.json", redoc_url=None,
-                  docs_url="/v1/docs" if getattr(settings, "docs", True) else None)
-    app.openapi = lambda: rest_openapi(app)
+    app = FastAPI(
+        title="imsso",
+        version="0.1.0",
+        lifespan=lifespan,
+        description="IMS Service Orchestrator: OCCI at /orchestrator/ and /ims/, JSON under /v1",
+        openapi_url="/v1/openapi.json",
+        redoc_url=None,
+        docs_url="/v1/docs" if getattr(settings, "docs", True) else None,
+    )
+    app.openapi = lambda: rest_openapi(app)  # type: ignore[method-assign]  # FastAPI's documented hook
     app.state.service = app_state.service
     app.include_router(rest_router)
     telemetry = getattr(app_state, "telemetry", None)
     if telemetry is not None and settings is not None and settings.metrics_enabled():
+
         @app.get("/metrics", include_in_schema=False)
         def metrics() -> Response:
             """The orchestrator's own figures for Prometheus (no token: bind to a trusted address)."""
             return Response(telemetry.render(), media_type=CONTENT_TYPE)
+
     app.include_router(occi_routes.router)
 
     @app.exception_handler(OrchestratorError)
@@ -68,8 +84,13 @@ def create_app(app_state) -> FastAPI:
         # The client gets a reference, not internals; the log has the traceback under it.
         reference = uuid.uuid4().hex[:12]
         log.exception("unexpected error %s on %s %s", reference, request.method, request.url.path)
-        return error_response(request, 500, "internal", f"internal error (reference {reference} in the "
-                              "service's log)", {"reference": reference})
+        return error_response(
+            request,
+            500,
+            "internal",
+            f"internal error (reference {reference} in the service's log)",
+            {"reference": reference},
+        )
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> Response:
@@ -80,9 +101,10 @@ def create_app(app_state) -> FastAPI:
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> Response:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http")
-        message = {404: f"no resource at {request.url.path}",
-                   405: f"{request.method} is not allowed on {request.url.path}"}.get(
-            exc.status_code, str(exc.detail))
+        message = {
+            404: f"no resource at {request.url.path}",
+            405: f"{request.method} is not allowed on {request.url.path}",
+        }.get(exc.status_code, str(exc.detail))
         response = error_response(request, exc.status_code, code, message, {})
         for name, value in (exc.headers or {}).items():
             response.headers[name] = value
@@ -96,8 +118,11 @@ def create_app(app_state) -> FastAPI:
 def _allowed_methods(app: FastAPI, path: str) -> list[str]:
     """Every method some route takes at `path`, asked of the router itself."""
     scope = {"type": "http", "path": path, "root_path": ""}
-    return [m for m in ("GET", "PUT", "POST", "PATCH", "DELETE")
-            if any(r.matches({**scope, "method": m})[0] == Match.FULL for r in app.router.routes)]
+    return [
+        m
+        for m in ("GET", "PUT", "POST", "PATCH", "DELETE")
+        if any(r.matches({**scope, "method": m})[0] == Match.FULL for r in app.router.routes)
+    ]
 
 
 def _body_refusal(request: Request, exc: TooLarge) -> Response:

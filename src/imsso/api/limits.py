@@ -10,16 +10,12 @@ app. Either way the client gets the refusal in its face's error format (the app'
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Message, Receive, Scope, Send
 
-Scope = dict[str, Any]
-Message = dict[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 Refuse = Callable[[Request, "TooLarge"], Response]
 MAX_HEADERS = 32 * 1024  # bytes of header names and values in one request
 
@@ -28,18 +24,25 @@ class TooLarge(HTTPException):
     """Raised from `receive` once a body passes the limit; an HTTPException so that FastAPI's own
     body reading lets it through to the app's handler instead of turning it into a 400."""
 
-    def __init__(self, limit: int, seen: int | None = None, status: int = 413,
-                 message: str | None = None) -> None:
+    def __init__(self, limit: int, seen: int | None = None, status: int = 413, message: str | None = None) -> None:
         size = f"of {seen} bytes" if seen is not None else "larger than that"
-        super().__init__(status, message or f"request body {size} refused: at most {limit} bytes are"
-                                            " accepted (IMSSO_MAX_BODY)", {"Connection": "close"})
+        super().__init__(
+            status,
+            message or f"request body {size} refused: at most {limit} bytes are accepted (IMSSO_MAX_BODY)",
+            {"Connection": "close"},
+        )
         self.limit = limit
 
 
 def _headers_too_large(size: int) -> TooLarge:
-    return TooLarge(MAX_HEADERS, status=431, message=(
-        f"request headers of {size} bytes refused: at most {MAX_HEADERS} bytes of headers are accepted;"
-        " send many OCCI attributes in a text/plain or application/occi+json body instead"))
+    return TooLarge(
+        MAX_HEADERS,
+        status=431,
+        message=(
+            f"request headers of {size} bytes refused: at most {MAX_HEADERS} bytes of headers are accepted;"
+            " send many OCCI attributes in a text/plain or application/occi+json body instead"
+        ),
+    )
 
 
 class RequestLimits:

@@ -28,8 +28,10 @@ class Validator(Protocol):
 
 def check_headers(token: str | None, tenant: str | None) -> tuple[str, str]:
     if not token:
-        raise Unauthorized("missing X-Auth-Token header: get a token with `imsso token issue "
-                           "--tenant NAME` (or from Keystone when it is configured)")
+        raise Unauthorized(
+            "missing X-Auth-Token header: get a token with `imsso token issue "
+            "--tenant NAME` (or from Keystone when it is configured)"
+        )
     if not tenant:
         raise InvalidInput("missing X-Tenant-Name header: name the tenant the token belongs to")
     if len(tenant) > TENANT_MAX:
@@ -63,8 +65,9 @@ class LocalTokens:
 
     def issue(self, admin_token: str | None, tenant: str, ttl: int | None = None) -> tuple[str, dt.datetime]:
         if not admin_token or not hmac.compare_digest(admin_token.encode(), self.admin_token().encode()):
-            raise Unauthorized("issuing tokens needs the admin token of this orchestrator "
-                               "(the file admin.token in its data folder)")
+            raise Unauthorized(
+                "issuing tokens needs the admin token of this orchestrator (the file admin.token in its data folder)"
+            )
         if not tenant or len(tenant) > TENANT_MAX:
             raise InvalidInput("tenant must be 1 to 255 characters")
         seconds = self.ttl if ttl is None else ttl

@@ -30,8 +30,7 @@ def v3_url(url: str) -> str:
 
 
 class KeystoneValidator:
-    def __init__(self, url: str, cache_seconds: float = 30.0, timeout: float = 5.0,
-                 refusal_seconds: float = 5.0):
+    def __init__(self, url: str, cache_seconds: float = 30.0, timeout: float = 5.0, refusal_seconds: float = 5.0):
         self.url = v3_url(url)
         self.cache_seconds = cache_seconds
         self.refusal_seconds = refusal_seconds  # a flood of bad tokens is not a flood to Keystone
@@ -76,8 +75,12 @@ class KeystoneValidator:
 
     def _fetch(self, token: str) -> dict:
         try:
-            response = self.session.get(f"{self.url}/auth/tokens", authenticated=False, raise_exc=False,
-                                        headers={"X-Auth-Token": token, "X-Subject-Token": token})
+            response = self.session.get(
+                f"{self.url}/auth/tokens",
+                authenticated=False,
+                raise_exc=False,
+                headers={"X-Auth-Token": token, "X-Subject-Token": token},
+            )
         except (ConnectFailure, ConnectTimeout, DiscoveryFailure, SSLError) as exc:
             raise Unavailable(f"Keystone at {self.url} is unreachable: {exc}") from exc
         if response.status_code in (401, 404):

@@ -74,6 +74,7 @@ def log_throttled(message: str) -> None:
 
 # ---- zone file ----
 
+
 def norm(name: str) -> str:
     return name.strip().rstrip(".").lower()
 
@@ -105,13 +106,19 @@ def _rdata(rec: dict[str, Any]) -> tuple[int, Any]:
     if kind == "NS":
         return QTYPE.NS, NS(norm(_str(rec, "value")) + ".")
     if kind == "SRV":
-        return QTYPE.SRV, SRV(_int(rec, "priority", 0), _int(rec, "weight", 0), _int(rec, "port", 0),
-                              norm(_str(rec, "value")) + ".")
+        return QTYPE.SRV, SRV(
+            _int(rec, "priority", 0), _int(rec, "weight", 0), _int(rec, "port", 0), norm(_str(rec, "value")) + "."
+        )
     if kind == "NAPTR":
         replacement = norm(_str(rec, "replacement", rec.get("value") or "."))
-        return QTYPE.NAPTR, NAPTR(_int(rec, "order", 0), _int(rec, "preference", 0),
-                                  _str(rec, "flags", "").encode(), _str(rec, "service", "").encode(),
-                                  _str(rec, "regexp", "").encode(), replacement + ".")
+        return QTYPE.NAPTR, NAPTR(
+            _int(rec, "order", 0),
+            _int(rec, "preference", 0),
+            _str(rec, "flags", "").encode(),
+            _str(rec, "service", "").encode(),
+            _str(rec, "regexp", "").encode(),
+            replacement + ".",
+        )
     raise ZoneError(f"unsupported type {kind!r} (A, AAAA, NS, SRV, NAPTR)")
 
 
@@ -175,9 +182,11 @@ def load_zone(path: Path, glue: str | None = None, previous: Zone | None = None)
 
 # ---- answers ----
 
+
 def _reply(request: DNSRecord, rcode: int, aa: bool) -> DNSRecord:
-    header = DNSHeader(id=request.header.id, qr=1, opcode=request.header.opcode, aa=int(aa),
-                       rd=request.header.rd, ra=0, rcode=rcode)
+    header = DNSHeader(
+        id=request.header.id, qr=1, opcode=request.header.opcode, aa=int(aa), rd=request.header.rd, ra=0, rcode=rcode
+    )
     return DNSRecord(header, questions=list(request.questions))
 
 
@@ -188,8 +197,11 @@ def _soa_authority(zone: Zone, reply: DNSRecord) -> None:
 
 def _additional(zone: Zone, reply: DNSRecord) -> None:
     """Addresses of SRV and NS targets in the zone, to spare the client a round trip."""
-    targets = {norm(str(rr.rdata.target if rr.rtype == QTYPE.SRV else rr.rdata.label))
-               for rr in reply.rr if rr.rtype in (QTYPE.SRV, QTYPE.NS)}
+    targets = {
+        norm(str(rr.rdata.target if rr.rtype == QTYPE.SRV else rr.rdata.label))
+        for rr in reply.rr
+        if rr.rtype in (QTYPE.SRV, QTYPE.NS)
+    }
     for target in sorted(targets):
         for qtype in (QTYPE.A, QTYPE.AAAA):
             for ttl, rdata in zone.rrsets.get((target, qtype), []):
@@ -199,8 +211,9 @@ def _additional(zone: Zone, reply: DNSRecord) -> None:
 def qname_text(qname: DNSLabel) -> str:
     """A wire name as zone text, lower case. A byte no zone name holds (a dot inside a label, a
     backslash, a space, a non-ASCII byte) is escaped, so that such a name never matches one."""
-    return ".".join("".join(chr(c) if 33 <= c < 127 and c not in (46, 92) else f"\\{c:03d}" for c in label)
-                    for label in qname.label).lower()
+    return ".".join(
+        "".join(chr(c) if 33 <= c < 127 and c not in (46, 92) else f"\\{c:03d}" for c in label) for label in qname.label
+    ).lower()
 
 
 def resolve(zone: Zone, request: DNSRecord) -> DNSRecord:
@@ -246,7 +259,7 @@ def _bare(data: bytes, rcode: int) -> bytes | None:
 
 def _packable(name: DNSLabel) -> bool:
     """RFC 1035 limits: dnslib parses longer labels and names than it can pack."""
-    return all(0 < len(label) <= 63 for label in name.label) and sum(len(l) + 1 for l in name.label) < 255
+    return all(0 < len(label) <= 63 for label in name.label) and sum(len(label) + 1 for label in name.label) < 255
 
 
 def answer(zone: Zone, data: bytes, udp: bool) -> bytes | None:
@@ -299,6 +312,7 @@ def _with_edns(reply: DNSRecord, edns: int | None) -> DNSRecord:
 
 # ---- sockets ----
 
+
 def bind(family: int, kind: int, address: str, port: int) -> socket.socket:
     sock = socket.socket(family, kind)
     try:
@@ -335,8 +349,8 @@ class Stream:
             raise Closed(f"message length {size}")  # not a query: do not wait for 64 KB of it
         if len(self.inbox) < 2 + size:
             return None
-        data = bytes(self.inbox[2:2 + size])
-        del self.inbox[:2 + size]
+        data = bytes(self.inbox[2 : 2 + size])
+        del self.inbox[: 2 + size]
         return data
 
     def receive(self) -> None:
@@ -486,6 +500,7 @@ class Server:
 
 # ---- process ----
 
+
 def install_signals() -> int:
     """Route SIGHUP/SIGTERM/SIGINT to a pipe read by the main loop, so they never interrupt an answer."""
     rfd, wfd = os.pipe()
@@ -520,21 +535,28 @@ def open_sockets(address: str, port: int) -> tuple[socket.socket, socket.socket]
         except OSError as exc:
             for sock in opened:
                 sock.close()
-            print(f"{PROG}: cannot bind {address} port {port}/{proto}: {exc.strerror or exc}",
-                  file=sys.stderr, flush=True)
+            print(
+                f"{PROG}: cannot bind {address} port {port}/{proto}: {exc.strerror or exc}", file=sys.stderr, flush=True
+            )
             raise SystemExit(2) from None
     return opened[0], opened[1]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m imsso.dns.server",
-                                     description="authoritative DNS for one IMS domain")
+    parser = argparse.ArgumentParser(
+        prog="python -m imsso.dns.server", description="authoritative DNS for one IMS domain"
+    )
     parser.add_argument("--zone", type=Path, required=True, help="zone file (JSON)")
     parser.add_argument("--listen", required=True, help="address to serve on, UDP and TCP")
     parser.add_argument("--port", type=int, default=53)
     parser.add_argument("--pidfile", type=Path, help="file to hold our pid while we serve")
-    parser.add_argument("--tcp-idle", type=float, default=TCP_IDLE, metavar="SECONDS",
-                        help=f"close a TCP connection silent this long (default {TCP_IDLE:g})")
+    parser.add_argument(
+        "--tcp-idle",
+        type=float,
+        default=TCP_IDLE,
+        metavar="SECONDS",
+        help=f"close a TCP connection silent this long (default {TCP_IDLE:g})",
+    )
     args = parser.parse_args(argv)
     try:
         ipaddress.ip_address(args.listen)
@@ -556,8 +578,10 @@ def main(argv: list[str] | None = None) -> int:
     udp, tcp = open_sockets(args.listen, args.port)
     if args.pidfile:
         write_pidfile(args.pidfile)
-    log(f"serving {zone.domain}: {zone.count} records from {args.zone} on {args.listen} "
-        f"port {args.port} udp+tcp, serial {zone.serial}")
+    log(
+        f"serving {zone.domain}: {zone.count} records from {args.zone} on {args.listen} "
+        f"port {args.port} udp+tcp, serial {zone.serial}"
+    )
     try:
         Server(args.zone, args.listen, zone, args.tcp_idle).run(udp, tcp, wakeup)
     finally:

@@ -4,15 +4,25 @@ or fails truthfully the ones a restart interrupted."""
 from __future__ import annotations
 
 import logging
-import uuid
 import queue
 import threading
+import uuid
 
-from .. import lifecycle, profiles
+from .. import lifecycle
 from ..config import Settings
 from ..drivers import Driver
-from ..model import (Conflict, InstanceState, Operation, OperationError, OperationKind, OperationState, StepRecord,
-                     utcnow)
+from ..model import (
+    Conflict,
+    InstanceState,
+    Operation,
+    OperationError,
+    OperationKind,
+    OperationState,
+    StepRecord,
+    utcnow,
+)
+from ..operations_table import TABLE
+from ..profiles import ProfileRegistry, default_registry
 from ..store import Store
 from .operations import HANDLERS
 from .run import Cancelled, Run, StepFailed
@@ -22,8 +32,16 @@ MAX_ATTEMPTS = 3  # an operation interrupted this often by restarts is failed, n
 
 
 class Engine:
-    def __init__(self, store: Store, drivers: dict[str, Driver], settings: Settings, telemetry=None):
+    def __init__(
+        self,
+        store: Store,
+        drivers: dict[str, Driver],
+        settings: Settings,
+        telemetry=None,
+        profiles: ProfileRegistry | None = None,
+    ):
         self.store = store
+        self.profiles = profiles or default_registry()
         self.telemetry = telemetry  # counts finished operations for /metrics, when given
         self.drivers = drivers
         self.settings = settings
@@ -81,8 +99,7 @@ class Engine:
         if existing is not None:
             return existing
         lifecycle.check_applicable(instance, OperationKind.DISPOSE)
-        op = Operation(id=str(uuid.uuid4()), instance_id=instance.id, kind=OperationKind.DISPOSE,
-                       params=params)
+        op = Operation(id=str(uuid.uuid4()), instance_id=instance.id, kind=OperationKind.DISPOSE, params=params)
         queued, current = self.store.queue_dispose(op)
         if queued.id != op.id:  # another request queued one meanwhile: that one it is
             return queued
@@ -91,24 +108,34 @@ class Engine:
             self.store.add_event(instance.id, "lifecycle", "dispose requested", {"operation": op.id})
             return op
         running = self.store.get_operation(op.params["cancels"])
-        self.store.add_event(instance.id, "lifecycle", (
-            f"dispose requested while {running.kind.value} {running.id} runs: it stops at its next "
-            "step, then the dispose runs"), {"operation": op.id, "cancels": running.id})
+        self.store.add_event(
+            instance.id,
+            "lifecycle",
+            (
+                f"dispose requested while {running.kind.value} {running.id} runs: it stops at its next "
+                "step, then the dispose runs"
+            ),
+            {"operation": op.id, "cancels": running.id},
+        )
         return op
 
     def _busy(self, instance, conflict: Conflict | None = None) -> Conflict:
         """The 409 for a request on a busy instance, naming a waiting dispose before all else."""
         dispose = self.store.queued_dispose(instance.id)
         if dispose is not None:
-            return Conflict(f"instance '{instance.name}' is being disposed of: dispose {dispose.id} is "
-                            f"{dispose.state.value} (GET /v1/operations/{dispose.id})",
-                            {"operation": dispose.id, "kind": OperationKind.DISPOSE.value})
+            return Conflict(
+                f"instance '{instance.name}' is being disposed of: dispose {dispose.id} is "
+                f"{dispose.state.value} (GET /v1/operations/{dispose.id})",
+                {"operation": dispose.id, "kind": OperationKind.DISPOSE.value},
+            )
         if conflict is not None:
             return conflict
         running = self.store.get_operation(instance.current_operation_id)
-        return Conflict(f"operation {running.id} ({running.kind.value}) is running on instance "
-                        f"'{instance.name}': wait for it to finish (GET /v1/operations/{running.id})",
-                        {"operation": running.id, "kind": running.kind.value})
+        return Conflict(
+            f"operation {running.id} ({running.kind.value}) is running on instance "
+            f"'{instance.name}': wait for it to finish (GET /v1/operations/{running.id})",
+            {"operation": running.id, "kind": running.kind.value},
+        )
 
     def recover(self) -> None:
         """Queue again what was queued or running when the orchestrator stopped. A dispose queued
@@ -117,11 +144,21 @@ class Engine:
             if op.state == OperationState.QUEUED and self._waits_its_turn(op):
                 continue
             if op.state == OperationState.RUNNING:
-                op.steps.append(StepRecord("resumed after a restart of the orchestrator", "done",
-                                           utcnow().isoformat(), utcnow().isoformat()))
+                op.steps.append(
+                    StepRecord(
+                        "resumed after a restart of the orchestrator",
+                        "done",
+                        utcnow().isoformat(),
+                        utcnow().isoformat(),
+                    )
+                )
                 self.store.save_operation(op)
-                self.store.add_event(op.instance_id, "lifecycle",
-                                     f"{op.kind.value} {op.id} resumed after a restart", {"operation": op.id})
+                self.store.add_event(
+                    op.instance_id,
+                    "lifecycle",
+                    f"{op.kind.value} {op.id} resumed after a restart",
+                    {"operation": op.id},
+                )
             self._queue.put(op.id)
 
     def _waits_its_turn(self, op: Operation) -> bool:
@@ -150,19 +187,29 @@ class Engine:
                 return  # the holder hands the instance over when it ends
             instance = self.store.get_instance(op.instance_id)
             op.state, op.finished_at = OperationState.FAILED, utcnow()
-            op.error = OperationError("resume", "another operation took over the instance after a "
-                                      f"restart ({instance.current_operation_id})")
+            op.error = OperationError(
+                "resume", f"another operation took over the instance after a restart ({instance.current_operation_id})"
+            )
             self.store.save_operation(op)
             return
         instance = self.store.get_instance(op.instance_id)
         op.attempts += 1
         if op.attempts > MAX_ATTEMPTS:
-            self._finish(op, instance, OperationError(
-                "resume", f"interrupted {op.attempts - 1} times by restarts of the orchestrator"))
+            self._finish(
+                op,
+                instance,
+                OperationError("resume", f"interrupted {op.attempts - 1} times by restarts of the orchestrator"),
+            )
             return
         try:
-            run = Run(self.store, self.drivers[instance.driver], profiles.load(instance.profile),
-                      instance, op, self.subscriber_lock(instance.id))
+            run = Run(
+                self.store,
+                self.drivers[instance.driver],
+                self.profiles.load(instance.profile),
+                instance,
+                op,
+                self.subscriber_lock(instance.id),
+            )
             run.check_cancelled("its first step")  # e.g. a provision chained after a cancelled deploy
             self._mark_running(op, instance)
             HANDLERS[op.kind](run)
@@ -174,8 +221,7 @@ class Engine:
             return
         except Exception as exc:  # outside any step: still recorded, never swallowed
             log.exception("operation %s failed outside a step", op.id)
-            self._finish(op, instance, OperationError("setup", str(exc) or type(exc).__name__,
-                                                      type(exc).__name__))
+            self._finish(op, instance, OperationError("setup", str(exc) or type(exc).__name__, type(exc).__name__))
             return
         self._finish(op, instance, None)
 
@@ -187,14 +233,14 @@ class Engine:
         self.store.save_instance(instance)
         self.store.add_event(instance.id, "lifecycle", f"{op.kind.value} started", {"operation": op.id})
 
-    def _finish(self, op: Operation, instance, error: OperationError | None,
-                cancelled: Cancelled | None = None) -> None:
+    def _finish(
+        self, op: Operation, instance, error: OperationError | None, cancelled: Cancelled | None = None
+    ) -> None:
         instance = self.store.get_instance(instance.id)  # the handler may have saved changes
         op.finished_at = utcnow()
         if cancelled is not None:
             error = self._cancel(op, instance, cancelled)
-            message = (f"{op.kind.value} cancelled before {cancelled.before}: dispose "
-                       f"{cancelled.dispose_id} runs next")
+            message = f"{op.kind.value} cancelled before {cancelled.before}: dispose {cancelled.dispose_id} runs next"
         elif error is None:
             op.state = OperationState.SUCCEEDED
             instance.state = lifecycle.state_after(instance, op.kind, self._has_units(instance))
@@ -209,8 +255,13 @@ class Engine:
             message = f"{op.kind.value} failed at '{error.step}': {error.message}"
         if op.kind == OperationKind.PROVISION and error is None:
             instance.provisioned = True
-        events = [("lifecycle" if error is None or cancelled else "failure", message,
-                   {"operation": op.id, **({"error": error.__dict__} if error else {})})]
+        events = [
+            (
+                "lifecycle" if error is None or cancelled else "failure",
+                message,
+                {"operation": op.id, **({"error": error.__dict__} if error else {})},
+            )
+        ]
         follow = self._follow_up(op, instance, events) if error is None else None
 
         def yield_to(dispose: Operation) -> None:
@@ -220,8 +271,13 @@ class Engine:
                 events[:] = [e for e in events if e[2].get("operation") != follow.id]
             then = op.params.get("then") or []
             if then and (error is None or cancelled):
-                events.append(("lifecycle", f"{', '.join(then)} after {op.kind.value} dropped: dispose "
-                               f"{dispose.id} was requested", {"operation": op.id, "dispose": dispose.id}))
+                events.append(
+                    (
+                        "lifecycle",
+                        f"{', '.join(then)} after {op.kind.value} dropped: dispose {dispose.id} was requested",
+                        {"operation": op.id, "dispose": dispose.id},
+                    )
+                )
 
         # One transaction: the operation, the instance and its next operation change together, so
         # a crash never leaves an instance held by a finished operation or free between the two.
@@ -249,11 +305,11 @@ class Engine:
         try:
             lifecycle.check_applicable(instance, kind)
         except Exception as exc:  # say so, do not hide it
-            events.append(("failure", f"{kind.value} after {op.kind.value} not started: {exc}",
-                           {"operation": op.id}))
+            events.append(("failure", f"{kind.value} after {op.kind.value} not started: {exc}", {"operation": op.id}))
             return None
-        follow = Operation(id=str(uuid.uuid4()), instance_id=instance.id, kind=kind,
-                           params={"then": rest, "after": op.id})
+        follow = Operation(
+            id=str(uuid.uuid4()), instance_id=instance.id, kind=kind, params={"then": rest, "after": op.id}
+        )
         op.params = {**op.params, "followed_by": follow.id}
         events.append(("lifecycle", f"{kind.value} requested after {op.kind.value}", {"operation": follow.id}))
         return follow
@@ -263,9 +319,8 @@ class Engine:
 
     def _stack_state(self, instance, op: Operation, phase: str) -> str:
         # Provisioning configures what exists, and an update before any deploy changes only the
-        # spec: Heat would see no stack action for either.
-        if op.kind in (OperationKind.PROVISION, OperationKind.HEAL):
-            return instance.stack_state
-        if op.kind in (OperationKind.UPDATE, OperationKind.SCALE) and not self._has_units(instance):
+        # spec: Heat would see no stack action for either (the operation table says which).
+        change = TABLE[op.kind].stack_change
+        if change == "never" or change == "with units" and not self._has_units(instance):
             return instance.stack_state
         return lifecycle.stack_state(op.kind, phase)

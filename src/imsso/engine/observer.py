@@ -53,7 +53,8 @@ class Observer:
                     # Conditional: an operation may have started (and restarted it) meanwhile.
                     if not self.store.mark_unit_failed(unit, "not running (found dead by the observer)"):
                         continue
-                    self.store.add_event(instance.id, "unit", f"{unit.name} is not running",
-                                         {"unit": unit.name, "pid": unit.pid})
+                    self.store.add_event(
+                        instance.id, "unit", f"{unit.name} is not running", {"unit": unit.name, "pid": unit.pid}
+                    )
                     changed.append(f"{instance.name}/{unit.name}")
         return changed

@@ -9,12 +9,14 @@ import uuid
 from collections.abc import Callable
 
 from .. import planning
+from ..drivers import DriverError, PlanDriver, UnitDriver
 from ..model import OperationKind, Subscriber, Unit, UnitState
+from ..operations_table import TABLE
 from ..planning import Plan, UnitPlan
 from .run import Run
 
-START_TIMEOUT = 20.0   # a Kamailio answers OPTIONS in well under a second; this is for slow machines
-DRAIN_TIMEOUT = 10.0   # SIP transactions end within Timer F (32 s) at worst; ours are short
+START_TIMEOUT = 20.0  # a Kamailio answers OPTIONS in well under a second; this is for slow machines
+DRAIN_TIMEOUT = 10.0  # SIP transactions end within Timer F (32 s) at worst; ours are short
 SERVICE_TIMEOUT = 15.0
 
 
@@ -36,11 +38,10 @@ def provision(run: Run) -> None:
     if maas:
         with run.step("monitoring target") as step:
             step.detail = f"mcn.endpoint.maas={maas} recorded as the instance's monitoring endpoint"
-    with run.step("readiness through the P-CSCF") as step:
+    with run.step("readiness through the P-CSCF", timeout=SERVICE_TIMEOUT) as step:
         plan = _plan(run, run.store.units(run.instance.id))
         probe_sub = subs[0] if subs else None
-        step.detail = run.driver.check_service(run.instance, plan, probe_sub,
-                                               time.monotonic() + SERVICE_TIMEOUT)
+        step.detail = run.driver.check_service(run.instance, plan, probe_sub, step.deadline)
 
 
 def update(run: Run) -> None:
@@ -64,7 +65,7 @@ def heal(run: Run) -> None:
     with run.step(f"stop {', '.join(sorted(names))}") as step:
         for unit in run.store.units(run.instance.id):
             if unit.name in names:
-                run.driver.stop_unit(run.instance, unit)
+                _unit_driver(run).stop_unit(run.instance, unit)
                 unit.pid = unit.started_at = None
                 unit.state = UnitState.PLANNED
                 run.store.save_unit(unit)
@@ -88,14 +89,8 @@ def dispose(run: Run) -> None:
         step.detail = f"{len(subs)} removed"
 
 
-HANDLERS: dict[OperationKind, Callable[[Run], None]] = {
-    OperationKind.DEPLOY: deploy,
-    OperationKind.PROVISION: provision,
-    OperationKind.UPDATE: update,
-    OperationKind.SCALE: scale,
-    OperationKind.HEAL: heal,
-    OperationKind.DISPOSE: dispose,
-}
+# Each kind's handler, as the operation table names it (a missing function fails at import).
+HANDLERS: dict[OperationKind, Callable[[Run], None]] = {kind: globals()[row.handler] for kind, row in TABLE.items()}
 
 
 def _accept_spec(run: Run) -> dict[str, object]:
@@ -131,34 +126,37 @@ def _test_subscribers(run: Run) -> None:
             return
         with run.step("test subscribers") as step:
             for user in run.profile.test_subscribers:
-                run.store.put_subscriber(Subscriber(run.instance.id, user, run.instance.domain,
-                                                    secrets.token_urlsafe(12)))
+                run.store.put_subscriber(
+                    Subscriber(run.instance.id, user, run.instance.domain, secrets.token_urlsafe(12))
+                )
             step.detail = ", ".join(run.profile.test_subscribers)
 
 
 def converge(run: Run) -> None:
     """Make what runs match the desired sizes and configs, the way the driver realises plans."""
-    if getattr(run.driver, "realises", "units") == "stack":
-        converge_stack(run)
+    if isinstance(run.driver, PlanDriver):
+        converge_stack(run, run.driver)
     else:
         converge_units(run)
 
 
-def converge_stack(run: Run) -> None:
+def converge_stack(run: Run, driver: PlanDriver) -> None:
     """One stack holds the instance: render it from the plan, create or update it, read its outputs.
     Heat changes only the resources whose properties changed."""
     keep, extra = _reserve(run)
-    plan = planning.build(run.instance, run.profile, keep, run.driver.layout)
+    plan = planning.build(run.instance, run.profile, keep, driver.layout)
     with run.step("template") as step:
-        request = run.driver.request(run.instance, run.profile, plan,
-                                     run.store.subscribers(run.instance.id))
-        step.detail = (f"stack {request.name}: {len(request.template['resources'])} resources for "
-                       f"{len(keep)} units; environment: "
-                       f"{', '.join(sorted(request.environment)) or 'none'}")
+        request = driver.request(run.instance, run.profile, plan, run.store.subscribers(run.instance.id))
+        step.detail = (
+            f"stack {request.name}: {len(request.template['resources'])} resources for "
+            f"{len(keep)} units; environment: "
+            f"{', '.join(sorted(request.environment)) or 'none'}"
+        )
     with run.step(f"stack {'update' if run.instance.stack_id else 'create'}") as step:
         started = time.monotonic()
-        status = run.driver.apply(run.instance, request, lambda stack_id: _record_stack(run, stack_id),
-                                  started + request.timeout_mins * 60)
+        status = driver.apply(
+            run.instance, request, lambda stack_id: _record_stack(run, stack_id), started + request.timeout_mins * 60
+        )
         run.instance.outputs = status.outputs
         run.save_instance()
         step.detail = f"{status.name} ({status.id}) {status.status} in {time.monotonic() - started:.1f} s"
@@ -179,6 +177,15 @@ def _record_stack(run: Run, stack_id: str) -> None:
         run.save_instance()
 
 
+def _unit_driver(run: Run) -> UnitDriver:
+    """The driver as the unit-by-unit shape, for the steps that only that shape has."""
+    if not isinstance(run.driver, UnitDriver):
+        raise DriverError(
+            f"driver {run.driver.name} realises whole plans: it has no unit-by-unit '{run.op.kind.value}' path"
+        )
+    return run.driver
+
+
 def converge_units(run: Run) -> None:
     """Make the running units match the desired sizes: reserve, start, route, drain, stop."""
     keep, extra = _reserve(run)
@@ -189,7 +196,7 @@ def converge_units(run: Run) -> None:
     new = [u for u in keep if u.state != UnitState.RUNNING or not run.driver.is_alive(run.instance, u)]
     if new:
         with run.step("preflight") as step:
-            run.driver.preflight(run.instance, _plan(run, keep), [u.name for u in new])
+            _unit_driver(run).preflight(run.instance, _plan(run, keep), [u.name for u in new])
             step.detail = f"{len(new)} unit(s) to start"
     for unit in new:
         _start(run, unit, keep)
@@ -202,22 +209,22 @@ def _reserve(run: Run) -> tuple[list[Unit], list[Unit]]:
     """Units to keep (creating records for missing ones) and units beyond the desired sizes."""
     existing = run.store.units(run.instance.id)
     with run.step("reserve units") as step:
-        keep, extra, new = planning.desired_units(run.profile, run.instance.sizes, existing)
-        taken = run.store.addresses_in_use()
-        keep += [_new_unit(run, role, index, taken) for role, index in new]
-        keep.sort(key=lambda u: (run.profile.order.index(u.role), u.index))
-        step.detail = (", ".join(f"{u.name}@{u.address}" for u in keep)
-                       + (f"; to remove: {', '.join(u.name for u in extra)}" if extra else ""))
+        reserved = planning.reserve_units(
+            run.profile,
+            run.instance.id,
+            run.instance.sizes,
+            existing,
+            run.store.addresses_in_use(),
+            lambda taken: run.driver.allocate_address(run.instance, taken),
+            lambda: str(uuid.uuid4()),
+        )
+        for unit in reserved.added:
+            run.store.add_unit(unit)
+        keep, extra = reserved.keep, reserved.extra
+        step.detail = ", ".join(f"{u.name}@{u.address}" for u in keep) + (
+            f"; to remove: {', '.join(u.name for u in extra)}" if extra else ""
+        )
     return keep, extra
-
-
-def _new_unit(run: Run, role: str, index: int, taken: set[str]) -> Unit:
-    address = run.driver.allocate_address(run.instance, taken)
-    taken.add(address)
-    unit = Unit(id=str(uuid.uuid4()), instance_id=run.instance.id, name=planning.unit_name(role, index),
-                role=role, index=index, address=address)
-    run.store.add_unit(unit)
-    return unit
 
 
 def _plan(run: Run, units: list[Unit], exclude: tuple[str, ...] = ()) -> Plan:
@@ -227,17 +234,16 @@ def _plan(run: Run, units: list[Unit], exclude: tuple[str, ...] = ()) -> Plan:
 
 
 def _start(run: Run, unit: Unit, keep: list[Unit]) -> None:
-    with run.step(f"start {unit.name}") as step:
+    with run.step(f"start {unit.name}", timeout=START_TIMEOUT) as step:
         plan = _plan(run, keep)
-        run.driver.ensure_unit(run.instance, unit, plan.unit(unit.name))
+        _unit_driver(run).ensure_unit(run.instance, unit, plan.unit(unit.name))
         unit.state = UnitState.STARTING
         run.store.save_unit(unit)
         started = time.monotonic()
-        run.driver.wait_ready(run.instance, unit, plan.unit(unit.name), started + START_TIMEOUT)
+        _unit_driver(run).wait_ready(run.instance, unit, plan.unit(unit.name), step.deadline)
         unit.state = UnitState.RUNNING
         run.store.save_unit(unit)
-        step.detail = (f"{unit.address} pid {unit.pid} ({unit.detail}), ready in "
-                       f"{time.monotonic() - started:.2f} s")
+        step.detail = f"{unit.address} pid {unit.pid} ({unit.detail}), ready in {time.monotonic() - started:.2f} s"
         run.event("unit", f"{unit.name} running at {unit.address}", {"unit": unit.name, "pid": unit.pid})
     if run.profile.role(unit.role).routable:
         _route(run, keep)
@@ -256,15 +262,15 @@ def _route(run: Run, units: list[Unit], exclude: tuple[str, ...] = ()) -> None:
 
 
 def _remove(run: Run, unit: Unit, keep: list[Unit]) -> None:
-    with run.step(f"drain {unit.name}") as step:
+    with run.step(f"drain {unit.name}", timeout=DRAIN_TIMEOUT) as step:
         unit.state = UnitState.DRAINING
         run.store.save_unit(unit)
         if run.profile.role(unit.role).routable:
             _route(run, keep)  # `unit` is not in `keep`: it leaves the dispatcher set first
-        seen = run.driver.wait_drained(run.instance, unit, time.monotonic() + DRAIN_TIMEOUT)
+        seen = _unit_driver(run).wait_drained(run.instance, unit, step.deadline)
         step.detail = f"left routing; in flight at stop: {seen}"
     with run.step(f"stop {unit.name}") as step:
-        run.driver.stop_unit(run.instance, unit)
+        _unit_driver(run).stop_unit(run.instance, unit)
         step.detail = _tell_peers(run, unit, keep)  # before the record goes: a failure is retried
         run.store.delete_unit(unit.id)
         run.event("unit", f"{unit.name} stopped and removed", {"unit": unit.name})
@@ -295,10 +301,10 @@ def _refresh(run: Run, keep: list[Unit]) -> None:
 
 def _push(run: Run, unit: Unit, unit_plan: UnitPlan, keep: list[Unit]) -> list[str]:
     """Apply changed files live where the profile says how; restart the unit for the others."""
-    changed = run.driver.changed_files(run.instance, unit, unit_plan)
+    changed = _unit_driver(run).changed_files(run.instance, unit, unit_plan)
     if all(name in unit_plan.reload for name in changed):
-        return run.driver.apply_files(run.instance, unit, unit_plan) if changed else []
-    run.driver.stop_unit(run.instance, unit)
+        return _unit_driver(run).apply_files(run.instance, unit, unit_plan) if changed else []
+    _unit_driver(run).stop_unit(run.instance, unit)
     unit.pid = unit.started_at = None
     unit.state = UnitState.PLANNED
     run.store.save_unit(unit)

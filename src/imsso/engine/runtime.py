@@ -16,15 +16,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import monitoring, policy, profiles
+from .. import monitoring, policy
 from ..model import Conflict, Instance, InstanceState, NotApplicable, OperationKind, Unit, UnitState
 from ..monitoring import Figures, Source
+from ..profiles import ProfileRegistry, default_registry
 from ..store import Store
 
 log = logging.getLogger("imsso.runtime")
-HEAL_AFTER = 3          # probes missed in a row before a unit that still runs is healed
-HEAL_BACKOFF = 2.0      # seconds before the first heal of a unit; doubled at each new failure
-HEAL_LIMIT = 3          # heals of one unit within HEAL_HORIZON before it is left failed
+HEAL_AFTER = 3  # probes missed in a row before a unit that still runs is healed
+HEAL_BACKOFF = 2.0  # seconds before the first heal of a unit; doubled at each new failure
+HEAL_LIMIT = 3  # heals of one unit within HEAL_HORIZON before it is left failed
 HEAL_HORIZON = 600.0
 
 
@@ -34,26 +35,34 @@ class Watch:
 
     samples: collections.deque = field(default_factory=lambda: collections.deque(maxlen=4000))
     horizon: float = 60.0  # seconds of samples kept: the longest window of the instance's policies
-    raw: tuple[float, Figures] | None = None      # the last counters, for rates
+    raw: tuple[float, Figures] | None = None  # the last counters, for rates
     sizes: dict[str, int] = field(default_factory=dict)
-    scaled_at: dict[str, float] = field(default_factory=dict)   # role -> when its size last changed
-    outcomes: dict[str, str] = field(default_factory=dict)      # policy -> last outcome told
-    missed: dict[str, int] = field(default_factory=dict)        # unit -> probes missed in a row
+    scaled_at: dict[str, float] = field(default_factory=dict)  # role -> when its size last changed
+    outcomes: dict[str, str] = field(default_factory=dict)  # policy -> last outcome told
+    missed: dict[str, int] = field(default_factory=dict)  # unit -> probes missed in a row
     heals: dict[str, list[float]] = field(default_factory=dict)  # unit -> times it was healed
     given_up: set[str] = field(default_factory=set)
     latest: Figures = field(default_factory=dict)
 
 
 class Runtime:
-    def __init__(self, store: Store, request: Callable[[Instance, OperationKind, dict[str, Any]], Any],
-                 sources: list[Source], answers: Callable[[Instance, Unit], bool],
-                 interval: float = 1.0, on_decision: Callable[[str, str], None] | None = None,
-                 clock: Callable[[], float] = time.monotonic,
-                 alive: Callable[[Instance, Unit], bool] | None = None):
+    def __init__(
+        self,
+        store: Store,
+        request: Callable[[Instance, OperationKind, dict[str, Any]], Any],
+        sources: list[Source],
+        answers: Callable[[Instance, Unit], bool],
+        interval: float = 1.0,
+        on_decision: Callable[[str, str], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        alive: Callable[[Instance, Unit], bool] | None = None,
+        profiles: ProfileRegistry | None = None,
+    ):
         self.store = store
-        self.request = request      # starts an operation like a user's request (Conflict if busy)
+        self.profiles = profiles or default_registry()
+        self.request = request  # starts an operation like a user's request (Conflict if busy)
         self.sources = sources
-        self.answers = answers      # does the unit answer its probe now
+        self.answers = answers  # does the unit answer its probe now
         self.alive = alive or (lambda instance, unit: True)  # does its process still exist
         self.interval = interval
         self.on_decision = on_decision  # (policy, action) of every decision told
@@ -125,7 +134,7 @@ class Runtime:
 
     # decide and act
     def decide(self, instance: Instance, units: list[Unit], watch: Watch) -> None:
-        prof = profiles.load(instance.profile)
+        prof = self.profiles.load(instance.profile)
         try:
             policies = policy.overridden(prof.policies, instance.attributes)
         except Exception as exc:
@@ -137,34 +146,54 @@ class Runtime:
             role = prof.role(pol.role)
             lo, hi = policy.bounds(pol.role, role.min, role.max, instance.attributes)
             members = {u.name for u in units if u.role == pol.role}
-            samples = [(t, {u: f[pol.metric] for u, f in figures.items() if u in members and pol.metric in f})
-                       for t, figures in watch.samples]
-            decision = policy.evaluate(pol, samples, now, instance.sizes.get(pol.role, role.default), lo, hi,
-                                       watch.scaled_at.get(pol.role), self.interval)
+            samples = [
+                (t, {u: f[pol.metric] for u, f in figures.items() if u in members and pol.metric in f})
+                for t, figures in watch.samples
+            ]
+            decision = policy.evaluate(
+                pol,
+                samples,
+                now,
+                instance.sizes.get(pol.role, role.default),
+                lo,
+                hi,
+                watch.scaled_at.get(pol.role),
+                self.interval,
+            )
             if decision.action == "scale":
                 self._scale(instance, pol, decision, watch)
                 return  # one action per tick: the next decisions see its result
             if decision.action != "waiting":
-                self._tell(instance, watch, pol.name, decision.outcome, f"{pol.name}: no action, "
-                           f"{decision.reason}", _data(pol, decision))
+                self._tell(
+                    instance,
+                    watch,
+                    pol.name,
+                    decision.outcome,
+                    f"{pol.name}: no action, {decision.reason}",
+                    _data(pol, decision),
+                )
 
     def _scale(self, instance: Instance, pol: policy.Policy, decision: policy.Decision, watch: Watch) -> None:
         data = _data(pol, decision)
         try:
-            op = self.request(instance, OperationKind.SCALE, {"sizes": {pol.role: decision.target},
-                                                              "cause": f"policy {pol.name}"})
+            op = self.request(
+                instance, OperationKind.SCALE, {"sizes": {pol.role: decision.target}, "cause": f"policy {pol.name}"}
+            )
         except (Conflict, NotApplicable) as exc:  # a user's operation came first: decide again later
-            self._tell(instance, watch, pol.name, "busy", f"{pol.name}: scale not started: {exc}",
-                       {**data, "action": "busy"})
+            self._tell(
+                instance, watch, pol.name, "busy", f"{pol.name}: scale not started: {exc}", {**data, "action": "busy"}
+            )
             return
         watch.scaled_at[pol.role] = self.clock()
         watch.outcomes[pol.name] = decision.outcome
-        self.store.add_event(instance.id, "decision", f"{pol.name}: scale, {decision.reason}",
-                             {**data, "operation": op.id})
+        self.store.add_event(
+            instance.id, "decision", f"{pol.name}: scale, {decision.reason}", {**data, "operation": op.id}
+        )
         self._count(pol.name, "scale")
 
-    def _tell(self, instance: Instance, watch: Watch, key: str, outcome: str, message: str,
-              data: dict[str, Any]) -> None:
+    def _tell(
+        self, instance: Instance, watch: Watch, key: str, outcome: str, message: str, data: dict[str, Any]
+    ) -> None:
         """An event when the verdict differs from the last one told (not at every tick)."""
         if watch.outcomes.get(key) == outcome:
             return
@@ -205,9 +234,11 @@ class Runtime:
             sick.append(unit)
         if not sick:
             return False
-        reason = "; ".join(f"{u.name} " + (f"missed {watch.missed[u.name]} probes"
-                                           if watch.missed.get(u.name, 0) >= HEAL_AFTER else "died")
-                           for u in sick)
+        reason = "; ".join(
+            f"{u.name} "
+            + (f"missed {watch.missed[u.name]} probes" if watch.missed.get(u.name, 0) >= HEAL_AFTER else "died")
+            for u in sick
+        )
         try:
             op = self.request(instance, OperationKind.HEAL, {"units": [u.name for u in sick], "reason": reason})
         except (Conflict, NotApplicable):
@@ -215,9 +246,12 @@ class Runtime:
         for unit in sick:
             watch.heals.setdefault(unit.name, []).append(now)
             watch.missed[unit.name] = 0
-        self.store.add_event(instance.id, "decision", f"heal: {reason}: replacing "
-                             f"{', '.join(u.name for u in sick)}", {"units": [u.name for u in sick],
-                                                                   "operation": op.id})
+        self.store.add_event(
+            instance.id,
+            "decision",
+            f"heal: {reason}: replacing {', '.join(u.name for u in sick)}",
+            {"units": [u.name for u in sick], "operation": op.id},
+        )
         self._count("heal", "heal")
         return True
 
@@ -229,15 +263,30 @@ class Runtime:
             self.store.save_unit(unit)
         else:  # running but not answering
             self.store.mark_unit_failed(unit, detail)
-        self.store.add_event(instance.id, "decision", f"heal: {unit.name} failed again after {times} heals "
-                             f"in {HEAL_HORIZON / 60:.0f} min: left failed, no more automatic heals "
-                             "(a provision retries it)", {"unit": unit.name, "heals": times})
+        self.store.add_event(
+            instance.id,
+            "decision",
+            f"heal: {unit.name} failed again after {times} heals "
+            f"in {HEAL_HORIZON / 60:.0f} min: left failed, no more automatic heals "
+            "(a provision retries it)",
+            {"unit": unit.name, "heals": times},
+        )
         self._count("heal", "give up")
 
 
 def _data(pol: policy.Policy, decision: policy.Decision) -> dict[str, Any]:
-    return {"policy": pol.name, "role": pol.role, "metric": pol.metric, "aggregate": pol.aggregate,
-            "threshold": pol.above if pol.above is not None else pol.below,
-            "comparison": "above" if pol.above is not None else "below", "window": pol.window,
-            "cooldown": pol.cooldown, "action": decision.action, "value": decision.value,
-            "values": decision.values, "size": decision.size, "target": decision.target}
+    return {
+        "policy": pol.name,
+        "role": pol.role,
+        "metric": pol.metric,
+        "aggregate": pol.aggregate,
+        "threshold": pol.above if pol.above is not None else pol.below,
+        "comparison": "above" if pol.above is not None else "below",
+        "window": pol.window,
+        "cooldown": pol.cooldown,
+        "action": decision.action,
+        "value": decision.value,
+        "values": decision.values,
+        "size": decision.size,
+        "target": decision.target,
+    }

@@ -50,8 +50,8 @@ from .diameter import (
     CODE_SAR,
     CODE_UAR,
     COMMAND_UNSUPPORTED,
-    FLAG_E,
     FIXED_SIZE,
+    FLAG_E,
     INVALID_AVP_VALUE,
     MISSING_AVP,
     NO_COMMON_APPLICATION,
@@ -89,23 +89,47 @@ EXPERIMENTAL_NAMES = {
 # User-Authorization-Type (TS 29.229 6.3.24)
 UAR_REGISTRATION, UAR_DE_REGISTRATION, UAR_REGISTRATION_AND_CAPABILITIES = 0, 1, 2
 # Server-Assignment-Type (TS 29.229 6.3.15)
-(NO_ASSIGNMENT, REGISTRATION, RE_REGISTRATION, UNREGISTERED_USER, TIMEOUT_DEREGISTRATION,
- USER_DEREGISTRATION, TIMEOUT_DEREGISTRATION_STORE_SERVER_NAME,
- USER_DEREGISTRATION_STORE_SERVER_NAME, ADMINISTRATIVE_DEREGISTRATION, AUTHENTICATION_FAILURE,
- AUTHENTICATION_TIMEOUT, DEREGISTRATION_TOO_MUCH_DATA, AAA_USER_DATA_REQUEST, PGW_UPDATE,
- RESTORATION) = range(15)
+(
+    NO_ASSIGNMENT,
+    REGISTRATION,
+    RE_REGISTRATION,
+    UNREGISTERED_USER,
+    TIMEOUT_DEREGISTRATION,
+    USER_DEREGISTRATION,
+    TIMEOUT_DEREGISTRATION_STORE_SERVER_NAME,
+    USER_DEREGISTRATION_STORE_SERVER_NAME,
+    ADMINISTRATIVE_DEREGISTRATION,
+    AUTHENTICATION_FAILURE,
+    AUTHENTICATION_TIMEOUT,
+    DEREGISTRATION_TOO_MUCH_DATA,
+    AAA_USER_DATA_REQUEST,
+    PGW_UPDATE,
+    RESTORATION,
+) = range(15)
 SAR_REGISTERS = frozenset({REGISTRATION, RE_REGISTRATION})
-SAR_DEREGISTERS = frozenset({TIMEOUT_DEREGISTRATION, USER_DEREGISTRATION,
-                             TIMEOUT_DEREGISTRATION_STORE_SERVER_NAME,
-                             USER_DEREGISTRATION_STORE_SERVER_NAME, ADMINISTRATIVE_DEREGISTRATION,
-                             DEREGISTRATION_TOO_MUCH_DATA})
-SAR_WITH_USER_DATA = frozenset({NO_ASSIGNMENT, REGISTRATION, RE_REGISTRATION, UNREGISTERED_USER,
-                                AAA_USER_DATA_REQUEST, RESTORATION})
+SAR_DEREGISTERS = frozenset(
+    {
+        TIMEOUT_DEREGISTRATION,
+        USER_DEREGISTRATION,
+        TIMEOUT_DEREGISTRATION_STORE_SERVER_NAME,
+        USER_DEREGISTRATION_STORE_SERVER_NAME,
+        ADMINISTRATIVE_DEREGISTRATION,
+        DEREGISTRATION_TOO_MUCH_DATA,
+    }
+)
+SAR_WITH_USER_DATA = frozenset(
+    {NO_ASSIGNMENT, REGISTRATION, RE_REGISTRATION, UNREGISTERED_USER, AAA_USER_DATA_REQUEST, RESTORATION}
+)
 
 # SIP-Authentication-Scheme spellings (compared without case, as ims_auth does) -> what we answer
 AKA, DIGEST_MD5, DIGEST_HA1 = "aka", "digest-md5", "digest-ha1"
-SCHEMES = {"digest-akav1-md5": AKA, "digest-akav2-md5": AKA, "digest-md5": DIGEST_MD5,
-           "sip digest": DIGEST_HA1, "digest": DIGEST_HA1}
+SCHEMES = {
+    "digest-akav1-md5": AKA,
+    "digest-akav2-md5": AKA,
+    "digest-md5": DIGEST_MD5,
+    "sip digest": DIGEST_HA1,
+    "digest": DIGEST_HA1,
+}
 HSS_SELECTED = frozenset({"", "unknown"})
 NONCE_BYTES = 16
 
@@ -115,6 +139,7 @@ class SubscribersError(ValueError):
 
 
 # ---- subscriber data ----
+
 
 @dataclass(frozen=True)
 class Subscriber:
@@ -135,6 +160,7 @@ class Subscriber:
 class Peer:
     """A Diameter client this HSS serves: the Origin-Host of its CER and the address it connects
     from (the orchestrator knows both: the CSCFs' cdp FQDN and their unit address)."""
+
     host: str
     address: ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -201,7 +227,7 @@ def _ip(address: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | 
 
 
 def _peers(entries: Any) -> tuple[Peer, ...]:
-    want = "'peers' must be a list of {\"host\": Origin-Host, \"address\": IP address}"
+    want = '\'peers\' must be a list of {"host": Origin-Host, "address": IP address}'
     if not isinstance(entries, list):
         raise SubscribersError(want)
     peers = []
@@ -273,14 +299,16 @@ def _unique(subs: Iterable[Subscriber]) -> None:
 
 def user_data(sub: Subscriber) -> bytes:
     """The IMS subscription of TS 29.228 annex E: one service profile, no filter criteria."""
-    ids = "".join(f"<PublicIdentity><Identity>{escape(u)}</Identity></PublicIdentity>"
-                  for u in sub.impus)
-    return ('<?xml version="1.0" encoding="UTF-8"?><IMSSubscription>'
-            f"<PrivateID>{escape(sub.impi)}</PrivateID><ServiceProfile>{ids}</ServiceProfile>"
-            "</IMSSubscription>").encode()
+    ids = "".join(f"<PublicIdentity><Identity>{escape(u)}</Identity></PublicIdentity>" for u in sub.impus)
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?><IMSSubscription>'
+        f"<PrivateID>{escape(sub.impi)}</PrivateID><ServiceProfile>{ids}</ServiceProfile>"
+        "</IMSSubscription>"
+    ).encode()
 
 
 # ---- figures ----
+
 
 class Figures:
     """Requests per command and result, and handling latency (avg since start, p99 of the last
@@ -310,9 +338,17 @@ class Figures:
             counts = {c: dict(r) for c, r in self.counts.items()}
             total, avg, top = self._total, (self._sum / self._total if self._total else 0.0), self._max
         p99 = recent[min(len(recent) - 1, int(len(recent) * 0.99))] if recent else 0.0
-        return {"requests": counts, "requests_total": total, "handler_errors": self.errors,
-                "latency_ms": {"avg": round(avg * 1e3, 3), "p99": round(p99 * 1e3, 3),
-                               "max": round(top * 1e3, 3), "window": len(recent)}}
+        return {
+            "requests": counts,
+            "requests_total": total,
+            "handler_errors": self.errors,
+            "latency_ms": {
+                "avg": round(avg * 1e3, 3),
+                "p99": round(p99 * 1e3, 3),
+                "max": round(top * 1e3, 3),
+                "window": len(recent),
+            },
+        }
 
 
 def result_name(answer: Message) -> str:
@@ -327,6 +363,7 @@ def result_name(answer: Message) -> str:
 
 
 # ---- the HSS ----
+
 
 class Reject(Exception):
     """A request we answer with a failure Result-Code (and Failed-AVP) instead of handling it."""
@@ -347,15 +384,21 @@ def _placeholder(name: str) -> Avp:
     """Failed-AVP content for a missing AVP: its code with a zero payload (RFC 6733 7.5)."""
     d = AVPS[name]
     size = FIXED_SIZE.get(d.type, 0)
-    return Avp(d.code, bytes(size), d.vendor, 0x40 if d.mandatory else 0,
-               [] if d.type == "Grouped" else None)
+    return Avp(d.code, bytes(size), d.vendor, 0x40 if d.mandatory else 0, [] if d.type == "Grouped" else None)
 
 
 class Hss:
-    def __init__(self, subscribers: Subscribers, identity: str, realm: str,
-                 host_ips: Iterable[str] = ("127.0.0.1",), product: str = "imsso-hss",
-                 log: Callable[[str], None] | None = None,
-                 random: Callable[[int], bytes] = os.urandom, state: StateFile | None = None):
+    def __init__(
+        self,
+        subscribers: Subscribers,
+        identity: str,
+        realm: str,
+        host_ips: Iterable[str] = ("127.0.0.1",),
+        product: str = "imsso-hss",
+        log: Callable[[str], None] | None = None,
+        random: Callable[[int], bytes] = os.urandom,
+        state: StateFile | None = None,
+    ):
         self.identity = identity
         self.realm = realm
         self.host_ips = tuple(host_ips)
@@ -368,8 +411,13 @@ class Hss:
         self._registrations: dict[str, Registration] = {}
         self._sqn: dict[str, int] = {}
         self._handlers: dict[int, Callable[[Message], Message]] = {
-            CODE_DW: self._dwr, CODE_DP: self._dpr, CODE_UAR: self._uar,
-            CODE_SAR: self._sar, CODE_LIR: self._lir, CODE_MAR: self._mar}
+            CODE_DW: self._dwr,
+            CODE_DP: self._dpr,
+            CODE_UAR: self._uar,
+            CODE_SAR: self._sar,
+            CODE_LIR: self._lir,
+            CODE_MAR: self._mar,
+        }
         self._state = state
         self._version = 0  # bumped by every change of registrations or SQN counters
         self._taken = 0  # the version last handed to the state file
@@ -389,8 +437,7 @@ class Hss:
             if impi in self._sqn:
                 self._sqn[impi] = max(self._sqn[impi], sqn)
         if saved.registrations or saved.sqn:
-            self.log(f"state restored: {len(self._registrations)} registrations, "
-                     f"{len(saved.sqn)} SQN counters")
+            self.log(f"state restored: {len(self._registrations)} registrations, {len(saved.sqn)} SQN counters")
 
     def _changed(self) -> None:
         self._version += 1
@@ -432,15 +479,20 @@ class Hss:
             gone = set(self.data.scscfs) - set(subs.scscfs)
             self._install(subs)
             before = len(self._registrations)
-            self._registrations = {u: r for u, r in self._registrations.items()
-                                   if u in self._by_impu and r.server not in gone}
+            self._registrations = {
+                u: r for u, r in self._registrations.items() if u in self._by_impu and r.server not in gone
+            }
             dropped = before - len(self._registrations)
             if dropped:
                 self._changed()
             pending = self._pending()
         self._persist(pending)
-        return {"subscribers": len(subs.subscribers), "scscfs": len(subs.scscfs),
-                "peers": len(subs.peers), "registrations_dropped": dropped}
+        return {
+            "subscribers": len(subs.subscribers),
+            "scscfs": len(subs.scscfs),
+            "peers": len(subs.peers),
+            "registrations_dropped": dropped,
+        }
 
     def status(self) -> dict[str, Any]:
         with self._lock:
@@ -449,13 +501,17 @@ class Hss:
             for r in self._registrations.values():
                 if r.registered:
                     per_scscf[r.server] = per_scscf.get(r.server, 0) + 1
-            out = {"identity": self.identity, "realm": self.realm,
-                   "subscribers": len(self.data.subscribers), "scscfs": list(self.data.scscfs),
-                   "peers": [{"host": p.host, "address": str(p.address)} for p in self.data.peers],
-                   "state_write_failures": self._state.failures if self._state else 0,
-                   "registered_impus": registered,
-                   "unregistered_assigned_impus": len(self._registrations) - registered,
-                   "registered_per_scscf": per_scscf}
+            out = {
+                "identity": self.identity,
+                "realm": self.realm,
+                "subscribers": len(self.data.subscribers),
+                "scscfs": list(self.data.scscfs),
+                "peers": [{"host": p.host, "address": str(p.address)} for p in self.data.peers],
+                "state_write_failures": self._state.failures if self._state else 0,
+                "registered_impus": registered,
+                "unregistered_assigned_impus": len(self._registrations) - registered,
+                "registered_per_scscf": per_scscf,
+            }
         out.update(self.figures.snapshot())
         return out
 
@@ -469,8 +525,7 @@ class Hss:
 
     # ---- entry points ----
 
-    def handle(self, request: Message, started: float | None = None,
-               peer: str | None = None) -> Message | None:
+    def handle(self, request: Message, started: float | None = None, peer: str | None = None) -> Message | None:
         """The answer to a request; None for an answer (we send no requests, so none is awaited).
         `peer`: the address the request came from, which a CER must be listed with."""
         if not request.is_request:
@@ -498,8 +553,7 @@ class Hss:
     @staticmethod
     def closes_connection(answer: Message | None) -> bool:
         """A failed capabilities exchange ends the connection (RFC 6733 5.3)."""
-        return (answer is not None and answer.code == CODE_CE
-                and answer.get("Result-Code") != SUCCESS)
+        return answer is not None and answer.code == CODE_CE and answer.get("Result-Code") != SUCCESS
 
     def allows_peer(self, host: str | None, address: str | None) -> bool:
         with self._lock:
@@ -508,8 +562,10 @@ class Hss:
     def _dispatch(self, req: Message, peer: str | None = None) -> Message:
         handler = self._handlers.get(req.code)
         if req.code == CODE_CE:
+
             def handler(r: Message) -> Message:
                 return self._cer(r, peer)
+
         if handler is None:
             return self._protocol_error(req, COMMAND_UNSUPPORTED, f"command {req.code}")
         if req.code in CX_COMMANDS and req.app_id != APP_CX:
@@ -532,20 +588,23 @@ class Hss:
 
     # ---- answer building ----
 
-    def _answer(self, req: Message, result: int | None = None, experimental: int | None = None,
-                cx: bool = True) -> Message:
+    def _answer(
+        self, req: Message, result: int | None = None, experimental: int | None = None, cx: bool = True
+    ) -> Message:
         ans = req.answer()
         session = req.find("Session-Id")
         if session is not None:
             ans.avps.append(session)
         if cx:
-            ans.add("Vendor-Specific-Application-Id",
-                    [avp("Vendor-Id", VENDOR_3GPP), avp("Auth-Application-Id", APP_CX)])
+            ans.add(
+                "Vendor-Specific-Application-Id", [avp("Vendor-Id", VENDOR_3GPP), avp("Auth-Application-Id", APP_CX)]
+            )
         if result is not None:
             ans.add("Result-Code", result)
         if experimental is not None:
-            ans.add("Experimental-Result",
-                    [avp("Vendor-Id", VENDOR_3GPP), avp("Experimental-Result-Code", experimental)])
+            ans.add(
+                "Experimental-Result", [avp("Vendor-Id", VENDOR_3GPP), avp("Experimental-Result-Code", experimental)]
+            )
         if cx:
             ans.add("Auth-Session-State", NO_STATE_MAINTAINED)
         return ans.add("Origin-Host", self.identity).add("Origin-Realm", self.realm)
@@ -555,8 +614,12 @@ class Hss:
         session = req.find("Session-Id")
         if session is not None:
             ans.avps.append(session)
-        return (ans.add("Origin-Host", self.identity).add("Origin-Realm", self.realm)
-                .add("Result-Code", code).add("Error-Message", text[:200]))
+        return (
+            ans.add("Origin-Host", self.identity)
+            .add("Origin-Realm", self.realm)
+            .add("Result-Code", code)
+            .add("Error-Message", text[:200])
+        )
 
     # ---- request reading ----
 
@@ -626,8 +689,9 @@ class Hss:
             ans.add("Host-IP-Address", ip)
         ans.add("Vendor-Id", VENDOR_3GPP).add("Product-Name", self.product)
         ans.add("Origin-State-Id", self.state_id).add("Supported-Vendor-Id", VENDOR_3GPP)
-        return ans.add("Vendor-Specific-Application-Id",
-                       [avp("Vendor-Id", VENDOR_3GPP), avp("Auth-Application-Id", APP_CX)])
+        return ans.add(
+            "Vendor-Specific-Application-Id", [avp("Vendor-Id", VENDOR_3GPP), avp("Auth-Application-Id", APP_CX)]
+        )
 
     def _dwr(self, req: Message) -> Message:
         return self._answer(req, result=SUCCESS, cx=False).add("Origin-State-Id", self.state_id)
@@ -724,8 +788,13 @@ class Hss:
         if kind == AKA:
             items = self._aka_items(sub, scheme, count, resync)
         elif kind == DIGEST_MD5:
-            items = [_auth_item(1, scheme, [avp("SIP-Authenticate", self.random(NONCE_BYTES)),
-                                            avp("SIP-Authorization", sub.password or "")])]
+            items = [
+                _auth_item(
+                    1,
+                    scheme,
+                    [avp("SIP-Authenticate", self.random(NONCE_BYTES)), avp("SIP-Authorization", sub.password or "")],
+                )
+            ]
         else:
             items = [_auth_item(1, scheme, [avp("SIP-Digest-Authenticate", self._digest(sub))])]
         ans = self._answer(req, result=SUCCESS).add("User-Name", impi).add("Public-Identity", impu)
@@ -735,8 +804,12 @@ class Hss:
 
     def _digest(self, sub: Subscriber) -> list[Avp]:
         ha1 = hashlib.md5(f"{sub.impi}:{self.data.realm}:{sub.password}".encode()).hexdigest()
-        return [avp("Digest-Realm", self.data.realm), avp("Digest-Algorithm", "MD5"),
-                avp("Digest-QoP", "auth"), avp("Digest-HA1", ha1)]
+        return [
+            avp("Digest-Realm", self.data.realm),
+            avp("Digest-Algorithm", "MD5"),
+            avp("Digest-QoP", "auth"),
+            avp("Digest-HA1", ha1),
+        ]
 
     def _aka_items(self, sub: Subscriber, scheme: str, count: int, resync: bytes | None) -> list[Avp]:
         assert sub.k is not None and sub.opc is not None
@@ -747,9 +820,18 @@ class Hss:
         for n in range(1, count + 1):
             sqn = milenage.next_sqn(sqn)
             v = milenage.vector(sub.k, sub.opc, sub.amf, sqn, self.random(16))
-            items.append(_auth_item(n, scheme, [
-                avp("SIP-Authenticate", v.authenticate), avp("SIP-Authorization", v.xres),
-                avp("Confidentiality-Key", v.ck), avp("Integrity-Key", v.ik)]))
+            items.append(
+                _auth_item(
+                    n,
+                    scheme,
+                    [
+                        avp("SIP-Authenticate", v.authenticate),
+                        avp("SIP-Authorization", v.xres),
+                        avp("Confidentiality-Key", v.ck),
+                        avp("Integrity-Key", v.ik),
+                    ],
+                )
+            )
         self._sqn[sub.impi] = sqn
         self._changed()
         return items
@@ -788,8 +870,7 @@ def _pick_scheme(asked: str, sub: Subscriber, resync: bool = False) -> tuple[str
 
 
 def _auth_item(number: int, scheme: str, rest: list[Avp]) -> Avp:
-    return avp("SIP-Auth-Data-Item", [avp("SIP-Item-Number", number),
-                                      avp("SIP-Authentication-Scheme", scheme), *rest])
+    return avp("SIP-Auth-Data-Item", [avp("SIP-Item-Number", number), avp("SIP-Authentication-Scheme", scheme), *rest])
 
 
 def _applications(req: Message) -> set[int]:

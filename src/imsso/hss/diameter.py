@@ -32,8 +32,17 @@ APP_RELAY = 0xFFFFFFFF
 
 CODE_CE, CODE_DW, CODE_DP = 257, 280, 282
 CODE_UAR, CODE_SAR, CODE_LIR, CODE_MAR, CODE_RTR, CODE_PPR = 300, 301, 302, 303, 304, 305
-COMMAND_NAMES = {CODE_CE: "CER", CODE_DW: "DWR", CODE_DP: "DPR", CODE_UAR: "UAR", CODE_SAR: "SAR",
-                 CODE_LIR: "LIR", CODE_MAR: "MAR", CODE_RTR: "RTR", CODE_PPR: "PPR"}
+COMMAND_NAMES = {
+    CODE_CE: "CER",
+    CODE_DW: "DWR",
+    CODE_DP: "DPR",
+    CODE_UAR: "UAR",
+    CODE_SAR: "SAR",
+    CODE_LIR: "LIR",
+    CODE_MAR: "MAR",
+    CODE_RTR: "RTR",
+    CODE_PPR: "PPR",
+}
 
 # Result-Code values (RFC 6733 7.1)
 SUCCESS = 2001
@@ -50,21 +59,33 @@ UNABLE_TO_COMPLY = 5012
 INVALID_AVP_LENGTH = 5014
 INVALID_MESSAGE_LENGTH = 5015
 RESULT_NAMES = {
-    SUCCESS: "DIAMETER_SUCCESS", COMMAND_UNSUPPORTED: "DIAMETER_COMMAND_UNSUPPORTED",
+    SUCCESS: "DIAMETER_SUCCESS",
+    COMMAND_UNSUPPORTED: "DIAMETER_COMMAND_UNSUPPORTED",
     APPLICATION_UNSUPPORTED: "DIAMETER_APPLICATION_UNSUPPORTED",
-    UNKNOWN_PEER: "DIAMETER_UNKNOWN_PEER", INVALID_HDR_BITS: "DIAMETER_INVALID_HDR_BITS",
+    UNKNOWN_PEER: "DIAMETER_UNKNOWN_PEER",
+    INVALID_HDR_BITS: "DIAMETER_INVALID_HDR_BITS",
     INVALID_AVP_BITS: "DIAMETER_INVALID_AVP_BITS",
-    INVALID_AVP_VALUE: "DIAMETER_INVALID_AVP_VALUE", MISSING_AVP: "DIAMETER_MISSING_AVP",
+    INVALID_AVP_VALUE: "DIAMETER_INVALID_AVP_VALUE",
+    MISSING_AVP: "DIAMETER_MISSING_AVP",
     NO_COMMON_APPLICATION: "DIAMETER_NO_COMMON_APPLICATION",
-    UNSUPPORTED_VERSION: "DIAMETER_UNSUPPORTED_VERSION", UNABLE_TO_COMPLY: "DIAMETER_UNABLE_TO_COMPLY",
+    UNSUPPORTED_VERSION: "DIAMETER_UNSUPPORTED_VERSION",
+    UNABLE_TO_COMPLY: "DIAMETER_UNABLE_TO_COMPLY",
     INVALID_AVP_LENGTH: "DIAMETER_INVALID_AVP_LENGTH",
     INVALID_MESSAGE_LENGTH: "DIAMETER_INVALID_MESSAGE_LENGTH",
 }
 
 # AVP data types (RFC 6733 4.2, 4.3)
 OCTETS, UTF8, IDENTITY, U32, U64, I32, ENUM, ADDRESS, GROUPED = (
-    "OctetString", "UTF8String", "DiameterIdentity", "Unsigned32", "Unsigned64", "Integer32",
-    "Enumerated", "Address", "Grouped")
+    "OctetString",
+    "UTF8String",
+    "DiameterIdentity",
+    "Unsigned32",
+    "Unsigned64",
+    "Integer32",
+    "Enumerated",
+    "Address",
+    "Grouped",
+)
 FIXED_SIZE = {U32: 4, I32: 4, ENUM: 4, U64: 8}
 
 FAILED_AVP_CODE = 279
@@ -86,45 +107,83 @@ class AvpDef:
 
 def _defs() -> list[AvpDef]:
     base = [
-        ("User-Name", 1, UTF8), ("Host-IP-Address", 257, ADDRESS), ("Auth-Application-Id", 258, U32),
-        ("Acct-Application-Id", 259, U32), ("Vendor-Specific-Application-Id", 260, GROUPED),
-        ("Session-Id", 263, UTF8), ("Origin-Host", 264, IDENTITY), ("Supported-Vendor-Id", 265, U32),
-        ("Vendor-Id", 266, U32), ("Firmware-Revision", 267, U32), ("Result-Code", 268, U32),
-        ("Product-Name", 269, UTF8), ("Disconnect-Cause", 273, ENUM), ("Auth-Session-State", 277, ENUM),
-        ("Origin-State-Id", 278, U32), ("Failed-AVP", 279, GROUPED), ("Error-Message", 281, UTF8),
-        ("Route-Record", 282, IDENTITY), ("Destination-Realm", 283, IDENTITY),
-        ("Proxy-Info", 284, GROUPED), ("Destination-Host", 293, IDENTITY),
-        ("Error-Reporting-Host", 294, IDENTITY), ("Origin-Realm", 296, IDENTITY),
-        ("Experimental-Result", 297, GROUPED), ("Experimental-Result-Code", 298, U32),
-        ("Inband-Security-Id", 299, U32), ("Proxy-Host", 280, IDENTITY), ("Proxy-State", 33, OCTETS),
+        ("User-Name", 1, UTF8),
+        ("Host-IP-Address", 257, ADDRESS),
+        ("Auth-Application-Id", 258, U32),
+        ("Acct-Application-Id", 259, U32),
+        ("Vendor-Specific-Application-Id", 260, GROUPED),
+        ("Session-Id", 263, UTF8),
+        ("Origin-Host", 264, IDENTITY),
+        ("Supported-Vendor-Id", 265, U32),
+        ("Vendor-Id", 266, U32),
+        ("Firmware-Revision", 267, U32),
+        ("Result-Code", 268, U32),
+        ("Product-Name", 269, UTF8),
+        ("Disconnect-Cause", 273, ENUM),
+        ("Auth-Session-State", 277, ENUM),
+        ("Origin-State-Id", 278, U32),
+        ("Failed-AVP", 279, GROUPED),
+        ("Error-Message", 281, UTF8),
+        ("Route-Record", 282, IDENTITY),
+        ("Destination-Realm", 283, IDENTITY),
+        ("Proxy-Info", 284, GROUPED),
+        ("Destination-Host", 293, IDENTITY),
+        ("Error-Reporting-Host", 294, IDENTITY),
+        ("Origin-Realm", 296, IDENTITY),
+        ("Experimental-Result", 297, GROUPED),
+        ("Experimental-Result-Code", 298, U32),
+        ("Inband-Security-Id", 299, U32),
+        ("Proxy-Host", 280, IDENTITY),
+        ("Proxy-State", 33, OCTETS),
         # RFC 4590 Digest AVPs, inside SIP-Digest-Authenticate (TS 29.229 6.3.36)
-        ("Digest-Realm", 104, UTF8), ("Digest-QoP", 110, UTF8), ("Digest-Algorithm", 111, UTF8),
+        ("Digest-Realm", 104, UTF8),
+        ("Digest-QoP", 110, UTF8),
+        ("Digest-Algorithm", 111, UTF8),
         ("Digest-HA1", 121, UTF8),
     ]
     cx = [  # TS 29.229 6.3, all vendor 3GPP
-        ("Visited-Network-Identifier", 600, OCTETS), ("Public-Identity", 601, UTF8),
-        ("Server-Name", 602, UTF8), ("Server-Capabilities", 603, GROUPED),
-        ("Mandatory-Capability", 604, U32), ("Optional-Capability", 605, U32),
-        ("User-Data", 606, OCTETS), ("SIP-Number-Auth-Items", 607, U32),
-        ("SIP-Authentication-Scheme", 608, UTF8), ("SIP-Authenticate", 609, OCTETS),
-        ("SIP-Authorization", 610, OCTETS), ("SIP-Authentication-Context", 611, OCTETS),
-        ("SIP-Auth-Data-Item", 612, GROUPED), ("SIP-Item-Number", 613, U32),
-        ("Server-Assignment-Type", 614, ENUM), ("Deregistration-Reason", 615, GROUPED),
-        ("Reason-Code", 616, ENUM), ("Reason-Info", 617, UTF8), ("Charging-Information", 618, GROUPED),
+        ("Visited-Network-Identifier", 600, OCTETS),
+        ("Public-Identity", 601, UTF8),
+        ("Server-Name", 602, UTF8),
+        ("Server-Capabilities", 603, GROUPED),
+        ("Mandatory-Capability", 604, U32),
+        ("Optional-Capability", 605, U32),
+        ("User-Data", 606, OCTETS),
+        ("SIP-Number-Auth-Items", 607, U32),
+        ("SIP-Authentication-Scheme", 608, UTF8),
+        ("SIP-Authenticate", 609, OCTETS),
+        ("SIP-Authorization", 610, OCTETS),
+        ("SIP-Authentication-Context", 611, OCTETS),
+        ("SIP-Auth-Data-Item", 612, GROUPED),
+        ("SIP-Item-Number", 613, U32),
+        ("Server-Assignment-Type", 614, ENUM),
+        ("Deregistration-Reason", 615, GROUPED),
+        ("Reason-Code", 616, ENUM),
+        ("Reason-Info", 617, UTF8),
+        ("Charging-Information", 618, GROUPED),
         ("Primary-Event-Charging-Function-Name", 619, OCTETS),
         ("Secondary-Event-Charging-Function-Name", 620, OCTETS),
         ("Primary-Charging-Collection-Function-Name", 621, OCTETS),
         ("Secondary-Charging-Collection-Function-Name", 622, OCTETS),
-        ("User-Authorization-Type", 623, ENUM), ("User-Data-Already-Available", 624, ENUM),
-        ("Confidentiality-Key", 625, OCTETS), ("Integrity-Key", 626, OCTETS),
+        ("User-Authorization-Type", 623, ENUM),
+        ("User-Data-Already-Available", 624, ENUM),
+        ("Confidentiality-Key", 625, OCTETS),
+        ("Integrity-Key", 626, OCTETS),
     ]
     # later Cx AVPs are sent without the M bit (TS 29.229 table 6.3.1)
-    cx_late = [("Supported-Features", 628, GROUPED), ("Feature-List-ID", 629, U32),
-               ("Feature-List", 630, U32), ("SIP-Digest-Authenticate", 635, GROUPED),
-               ("UAR-Flags", 637, U32), ("Call-ID-SIP-Header", 643, OCTETS)]
-    return ([AvpDef(n, c, 0, t) for n, c, t in base]
-            + [AvpDef(n, c, VENDOR_3GPP, t) for n, c, t in cx]
-            + [AvpDef(n, c, VENDOR_3GPP, t, mandatory=False) for n, c, t in cx_late])
+    cx_late = [
+        ("Supported-Features", 628, GROUPED),
+        ("Feature-List-ID", 629, U32),
+        ("Feature-List", 630, U32),
+        ("SIP-Digest-Authenticate", 635, GROUPED),
+        ("UAR-Flags", 637, U32),
+        ("Call-ID-SIP-Header", 643, OCTETS),
+    ]
+    return (
+        [AvpDef(n, c, 0, t) for n, c, t in base]
+        + [AvpDef(n, c, VENDOR_3GPP, t) for n, c, t in cx]
+        + [AvpDef(n, c, VENDOR_3GPP, t, mandatory=False) for n, c, t in cx_late]
+    )
 
 
 DICTIONARY: dict[str, AvpDef] = {d.name: d for d in _defs()}
@@ -135,8 +194,7 @@ class DiameterError(Exception):
     """Malformed input. `message` holds the header and the AVPs read before the fault (None when
     not even a header could be read): with it a request can still be answered."""
 
-    def __init__(self, result_code: int, text: str, failed_avp: Avp | None = None,
-                 message: Message | None = None):
+    def __init__(self, result_code: int, text: str, failed_avp: Avp | None = None, message: Message | None = None):
         super().__init__(text)
         self.result_code = result_code
         self.failed_avp = failed_avp
@@ -150,8 +208,9 @@ class FramingError(DiameterError):
 class Avp:
     __slots__ = ("code", "data", "flags", "items", "vendor")
 
-    def __init__(self, code: int, data: bytes = b"", vendor: int = 0, flags: int = AVP_M,
-                 items: list[Avp] | None = None):
+    def __init__(
+        self, code: int, data: bytes = b"", vendor: int = 0, flags: int = AVP_M, items: list[Avp] | None = None
+    ):
         self.code = code
         self.vendor = vendor
         self.flags = (flags | AVP_V) if vendor else (flags & ~AVP_V)
@@ -184,8 +243,11 @@ class Avp:
         return default if found is None else found.value()
 
     def __eq__(self, other: object) -> bool:
-        return (isinstance(other, Avp) and (self.code, self.vendor, self.flags) ==
-                (other.code, other.vendor, other.flags) and self.payload() == other.payload())
+        return (
+            isinstance(other, Avp)
+            and (self.code, self.vendor, self.flags) == (other.code, other.vendor, other.flags)
+            and self.payload() == other.payload()
+        )
 
     def __repr__(self) -> str:
         if self.items is not None:
@@ -245,6 +307,7 @@ def _find(avps: list[Avp], d: AvpDef) -> Avp | None:
 
 
 # ---- values ----
+
 
 def avp(name: str, value: Any) -> Avp:
     """An AVP of the dictionary with its value converted by type (a list of Avp for Grouped)."""
@@ -309,6 +372,7 @@ def _check(kind: str, a: Avp) -> None:
 
 # ---- encoding ----
 
+
 def encode_avp(a: Avp) -> bytes:
     data = a.payload()
     head = 12 if a.vendor else 8
@@ -322,11 +386,14 @@ def encode_avp(a: Avp) -> bytes:
 def encode(msg: Message) -> bytes:
     body = b"".join(encode_avp(a) for a in msg.avps)
     length = HEADER_LEN + len(body)
-    return _HEADER.pack((VERSION << 24) | length, (msg.flags << 24) | msg.code, msg.app_id,
-                        msg.hop_by_hop, msg.end_to_end) + body
+    return (
+        _HEADER.pack((VERSION << 24) | length, (msg.flags << 24) | msg.code, msg.app_id, msg.hop_by_hop, msg.end_to_end)
+        + body
+    )
 
 
 # ---- decoding ----
+
 
 def decode_header(data: bytes) -> tuple[Message, int, int]:
     """The header as a Message without AVPs, its version and its length field."""
@@ -341,16 +408,14 @@ def decode(data: bytes) -> Message:
     if version != VERSION:
         raise DiameterError(UNSUPPORTED_VERSION, f"version {version}", message=msg)
     if length != len(data) or length % 4:
-        raise DiameterError(INVALID_MESSAGE_LENGTH, f"length field {length}, {len(data)} bytes",
-                            message=msg)
+        raise DiameterError(INVALID_MESSAGE_LENGTH, f"length field {length}, {len(data)} bytes", message=msg)
     if msg.flags & FLAG_R and msg.flags & FLAG_E:
         raise DiameterError(INVALID_HDR_BITS, "a request with the E bit", message=msg)
     _decode_avps(data, HEADER_LEN, length, 0, msg)
     return msg
 
 
-def _decode_avps(data: bytes, pos: int, end: int, depth: int, msg: Message | None,
-                 strict: bool = True) -> list[Avp]:
+def _decode_avps(data: bytes, pos: int, end: int, depth: int, msg: Message | None, strict: bool = True) -> list[Avp]:
     """AVPs of data[pos:end]; with msg, they are appended to it as they come, so that an error
     still carries the ones read before (the Session-Id, for the answer). Not strict: the
     payloads are not checked against their types."""
@@ -361,11 +426,11 @@ def _decode_avps(data: bytes, pos: int, end: int, depth: int, msg: Message | Non
     return out
 
 
-def _decode_avp(data: bytes, pos: int, end: int, depth: int, msg: Message | None,
-                strict: bool = True) -> tuple[Avp, int]:
+def _decode_avp(
+    data: bytes, pos: int, end: int, depth: int, msg: Message | None, strict: bool = True
+) -> tuple[Avp, int]:
     if end - pos < 8:
-        raise DiameterError(INVALID_AVP_LENGTH, f"{end - pos} bytes left: no room for an AVP header",
-                            message=msg)
+        raise DiameterError(INVALID_AVP_LENGTH, f"{end - pos} bytes left: no room for an AVP header", message=msg)
     code, word = _AVP.unpack_from(data, pos)
     flags, length = word >> 24, word & 0xFFFFFF
     vendor, head = 0, 8
@@ -376,7 +441,7 @@ def _decode_avp(data: bytes, pos: int, end: int, depth: int, msg: Message | None
     a = Avp(code, b"", vendor, flags)
     if length < head or pos + length > end:
         raise DiameterError(INVALID_AVP_LENGTH, f"{a.name}: length {length}", a, msg)
-    a.data = bytes(data[pos + head:pos + length])
+    a.data = bytes(data[pos + head : pos + length])
     d = a.definition
     if d is not None and strict:
         _check_known(a, d.type, depth, msg)
@@ -400,11 +465,11 @@ def _check_known(a: Avp, kind: str, depth: int, msg: Message | None) -> None:
             _check(kind, a)
     except DiameterError as exc:
         # RFC 6733 7.5: Failed-AVP names the outermost AVP that holds the fault
-        raise DiameterError(exc.result_code, str(exc), a if depth == 0 else exc.failed_avp or a,
-                            msg) from None
+        raise DiameterError(exc.result_code, str(exc), a if depth == 0 else exc.failed_avp or a, msg) from None
 
 
 # ---- framing ----
+
 
 class Framer:
     """Cuts a TCP byte stream into whole messages (bytes), whatever the reads' boundaries."""

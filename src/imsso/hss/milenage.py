@@ -69,7 +69,7 @@ def milenage(k: bytes, opc: bytes, rand: bytes, sqn: bytes = bytes(6), amf: byte
     blocks = [temp ^ _rot(in1 ^ op_c, ROTATIONS[0]) ^ CONSTANTS[0]]
     blocks += [_rot(temp ^ op_c, r) ^ c for r, c in zip(ROTATIONS[1:], CONSTANTS[1:])]
     out = aes(b"".join(_bytes(b) for b in blocks))
-    o1, o2, o3, o4, o5 = (_bytes(_int(out[i:i + 16]) ^ op_c) for i in range(0, 80, 16))
+    o1, o2, o3, o4, o5 = (_bytes(_int(out[i : i + 16]) ^ op_c) for i in range(0, 80, 16))
     return Outputs(mac_a=o1[:8], mac_s=o1[8:], res=o2[8:], ck=o3, ik=o4, ak=o2[:6], ak_star=o5[:6])
 
 

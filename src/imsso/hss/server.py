@@ -160,8 +160,11 @@ class Connection:
         try:
             chunk = self.sock.recv(RECV_BYTES)
         except TimeoutError:
-            raise self._refuse("silent for longer than the watchdog allows" if self.open
-                               else f"no capabilities exchange within {CER_TIMEOUT_S:.0f} s") from None
+            raise self._refuse(
+                "silent for longer than the watchdog allows"
+                if self.open
+                else f"no capabilities exchange within {CER_TIMEOUT_S:.0f} s"
+            ) from None
         if not chunk:
             raise Closed()
         return chunk
@@ -176,8 +179,7 @@ class Connection:
         answer = self.server.hss.handle_error(err) if self.open else None
         if answer is not None:
             self.sock.sendall(encode(answer))
-        self.server.events(f"{self.name}: {err} (DIAMETER result {err.result_code}); "
-                           "closing the connection")
+        self.server.events(f"{self.name}: {err} (DIAMETER result {err.result_code}); closing the connection")
 
     def _answers(self, frames: list[bytes]) -> tuple[list[bytes], bool]:
         wires: list[bytes] = []
@@ -197,8 +199,7 @@ class Connection:
         except DiameterError as err:
             if not self.open:
                 raise self._refuse(f"undecodable message before the capabilities exchange: {err}") from None
-            self.server.events(f"{self.name}: undecodable message: {err} "
-                               f"(DIAMETER result {err.result_code})")
+            self.server.events(f"{self.name}: undecodable message: {err} (DIAMETER result {err.result_code})")
             return hss.handle_error(err, started)
         if msg.code == CODE_CE and msg.is_request:
             return self._capabilities(msg, started)
@@ -223,14 +224,15 @@ class Connection:
             result = answer.get("Result-Code") if answer is not None else None
             self.server.refused += 1
             why = ": not a peer of this HSS at this address" if result == UNKNOWN_PEER else ""
-            self.server.events(f"{self.name}: CER from {host!r} refused "
-                               f"({RESULT_NAMES.get(result, result)}){why}; closing")
+            self.server.events(
+                f"{self.name}: CER from {host!r} refused "
+                f"({RESULT_NAMES.get(result, result) if isinstance(result, int) else result}){why}; closing"
+            )
         return answer
 
 
 class Server:
-    def __init__(self, hss: Hss, subscribers_path: Path, listen: str, port: int,
-                 config_path: Path | None = None):
+    def __init__(self, hss: Hss, subscribers_path: Path, listen: str, port: int, config_path: Path | None = None):
         self.hss = hss
         self.path = subscribers_path
         self.config_path = config_path
@@ -294,8 +296,10 @@ class Server:
             else:
                 self.turned_away += 1
         if not admitted:
-            self.events(f"{conn.name}: too many connections ({MAX_CONNECTIONS} in all, "
-                        f"{MAX_PENDING_PER_ADDRESS} per address before a CER); closed at once")
+            self.events(
+                f"{conn.name}: too many connections ({MAX_CONNECTIONS} in all, "
+                f"{MAX_PENDING_PER_ADDRESS} per address before a CER); closed at once"
+            )
             raw.close()
             return
         threading.Thread(target=self.serve, args=(conn,), daemon=True, name=f"cx-{conn.name}").start()
@@ -326,10 +330,19 @@ class Server:
         out = self.hss.status()
         with self._lock:
             live = len(self._conns)
-        out.update({"pid": os.getpid(), "listen": self.listen, "port": self.port,
-                    "uptime_s": round(time.time() - self.started, 1), "connections": live,
-                    "connections_total": self.accepted, "connections_closed_for_garbage": self.garbage,
-                    "connections_refused": self.refused, "connections_turned_away": self.turned_away})
+        out.update(
+            {
+                "pid": os.getpid(),
+                "listen": self.listen,
+                "port": self.port,
+                "uptime_s": round(time.time() - self.started, 1),
+                "connections": live,
+                "connections_total": self.accepted,
+                "connections_closed_for_garbage": self.garbage,
+                "connections_refused": self.refused,
+                "connections_turned_away": self.turned_away,
+            }
+        )
         return out
 
     # ---- main loop ----
@@ -411,6 +424,7 @@ def status_server(server: Server, address: str, port: int) -> ThreadingHTTPServe
 
 # ---- process ----
 
+
 def open_listener(address: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -420,7 +434,7 @@ def open_listener(address: str, port: int) -> socket.socket:
         sock.listen(128)
     except OSError as exc:
         sock.close()
-        raise SystemExit(_usage_exit(f"cannot bind {address} port {port}/tcp: {exc.strerror or exc}"))
+        raise SystemExit(_usage_exit(f"cannot bind {address} port {port}/tcp: {exc.strerror or exc}")) from exc
     return sock
 
 
@@ -430,17 +444,23 @@ def _usage_exit(message: str) -> int:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m imsso.hss.server",
-                                     description="HSS for one IMS domain: Diameter Cx over TCP")
+    parser = argparse.ArgumentParser(
+        prog="python -m imsso.hss.server", description="HSS for one IMS domain: Diameter Cx over TCP"
+    )
     parser.add_argument("--listen", required=True, help="address to serve on")
     parser.add_argument("--port", type=int, default=3868, help="Diameter port (TCP)")
     parser.add_argument("--identity", help="our Origin-Host (default: the file's, else hss.<realm>)")
     parser.add_argument("--realm", help="our Origin-Realm (default: the subscribers file's realm)")
     parser.add_argument("--subscribers", type=Path, required=True, help="subscribers file (JSON)")
-    parser.add_argument("--config", type=Path, help="realm, identity, scscfs and peers (JSON) over "
-                        "the subscribers file's own")
-    parser.add_argument("--state", type=Path, help="durable registrations and SQN counters (JSON; "
-                        "default: hss-state.json beside --config, else beside --subscribers)")
+    parser.add_argument(
+        "--config", type=Path, help="realm, identity, scscfs and peers (JSON) over the subscribers file's own"
+    )
+    parser.add_argument(
+        "--state",
+        type=Path,
+        help="durable registrations and SQN counters (JSON; "
+        "default: hss-state.json beside --config, else beside --subscribers)",
+    )
     parser.add_argument("--status-port", type=int, default=3870, help="HTTP status port, 0: none")
     parser.add_argument("--pidfile", type=Path, help="file to hold our pid while we serve")
     args = parser.parse_args(argv)
@@ -471,16 +491,16 @@ def main(argv: list[str] | None = None) -> int:
             httpd = status_server(server, args.listen, args.status_port)
     except OSError as exc:
         listener.close()
-        return _usage_exit(f"cannot bind {args.listen} port {args.status_port}/tcp (status): "
-                           f"{exc.strerror or exc}")
+        return _usage_exit(f"cannot bind {args.listen} port {args.status_port}/tcp (status): {exc.strerror or exc}")
     if args.pidfile:
         write_pidfile(args.pidfile)
     if not subs.peers:
         log("no peers listed ('peers' in the config): every capabilities exchange will be refused")
-    log(f"serving {identity} (realm {realm}): {len(subs.subscribers)} subscribers, "
+    log(
+        f"serving {identity} (realm {realm}): {len(subs.subscribers)} subscribers, "
         f"{len(subs.scscfs)} S-CSCFs, {len(subs.peers)} peers, state in {state.path}, "
-        f"Diameter on {args.listen} port {args.port}"
-        + (f", status on port {args.status_port}" if httpd else ""))
+        f"Diameter on {args.listen} port {args.port}" + (f", status on port {args.status_port}" if httpd else "")
+    )
     try:
         server.run(listener, wakeup)
     finally:

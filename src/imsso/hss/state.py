@@ -36,8 +36,7 @@ class State:
 
     def to_json(self) -> str:
         regs = {u: {"server": s, "registered": r} for u, (s, r) in sorted(self.registrations.items())}
-        return json.dumps({"format": FORMAT, "registrations": regs, "sqn": dict(sorted(self.sqn.items()))},
-                          indent=1)
+        return json.dumps({"format": FORMAT, "registrations": regs, "sqn": dict(sorted(self.sqn.items()))}, indent=1)
 
     @classmethod
     def from_json(cls, text: str) -> State:
@@ -49,8 +48,12 @@ class State:
             raise StateError("'registrations' and 'sqn' must be objects")
         out = cls()
         for impu, reg in regs.items():
-            if not (isinstance(reg, dict) and isinstance(reg.get("server"), str) and reg["server"]
-                    and isinstance(reg.get("registered"), bool)):
+            if not (
+                isinstance(reg, dict)
+                and isinstance(reg.get("server"), str)
+                and reg["server"]
+                and isinstance(reg.get("registered"), bool)
+            ):
                 raise StateError(f"registration of {impu}: needs 'server' (text) and 'registered' (bool)")
             out.registrations[impu] = (reg["server"], reg["registered"])
         for impi, value in sqn.items():
@@ -82,8 +85,10 @@ class StateFile:
             return State.from_json(text)
         except (ValueError, StateError) as exc:
             aside = self.path.with_name(self.path.name + ".corrupt")
-            self.log(f"state file {self.path} is corrupt ({exc}): set aside as {aside.name}, "
-                     "starting with no registrations and the subscribers file's SQN")
+            self.log(
+                f"state file {self.path} is corrupt ({exc}): set aside as {aside.name}, "
+                "starting with no registrations and the subscribers file's SQN"
+            )
             try:
                 os.replace(self.path, aside)
             except OSError:
@@ -99,8 +104,10 @@ class StateFile:
                 _write_atomically(self.path, state.to_json())
             except OSError as exc:
                 self.failures += 1
-                self.log(f"state file {self.path} not written ({exc.strerror or exc}): "
-                         "a restart now would forget the latest changes")
+                self.log(
+                    f"state file {self.path} not written ({exc.strerror or exc}): "
+                    "a restart now would forget the latest changes"
+                )
                 return False
             self._written = version
             return True

@@ -25,9 +25,18 @@ class Source(Protocol):
 
 
 # Counters: rates are derived from them; everything else is a gauge.
-COUNTERS = {"sip.registers", "sip.requests", "sip.replies_1xx", "sip.replies_2xx", "sip.replies_3xx",
-            "sip.replies_4xx", "sip.replies_5xx", "sip.replies_6xx", "process.cpu_seconds",
-            "diameter.requests"}
+COUNTERS = {
+    "sip.registers",
+    "sip.requests",
+    "sip.replies_1xx",
+    "sip.replies_2xx",
+    "sip.replies_3xx",
+    "sip.replies_4xx",
+    "sip.replies_5xx",
+    "sip.replies_6xx",
+    "process.cpu_seconds",
+    "diameter.requests",
+}
 
 
 def rates(previous: Figures, current: Figures, seconds: float) -> Figures:
@@ -57,12 +66,11 @@ class AllowedHosts:
     attribute (a tenant must not make the orchestrator call, or send its Zabbix password to, any
     address it likes). Hosts are names or networks (IMSSO_METRICS_HOSTS)."""
 
-    def __init__(self, source: Source, attribute: str, allowed: list[str],
-                 address: Callable[[object], str]):
+    def __init__(self, source: Source, attribute: str, allowed: list[str], address: Callable[[object], str]):
         self.source = source
         self.name = source.name
         self.attribute = attribute
-        self.address = address          # the URL the source would call for an attribute value
+        self.address = address  # the URL the source would call for an attribute value
         self.names = {a.lower() for a in allowed if not _network(a)}
         self.networks = [n for a in allowed if (n := _network(a))]
 

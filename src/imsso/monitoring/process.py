@@ -32,6 +32,9 @@ class ProcessUsage:
                         rss += proc.memory_info().rss
             except psutil.Error:
                 continue
-            out[unit.name] = {"process.cpu_seconds": cpu, "process.rss_mb": rss / 2**20,
-                              "process.count": float(len(procs))}
+            out[unit.name] = {
+                "process.cpu_seconds": cpu,
+                "process.rss_mb": rss / 2**20,
+                "process.count": float(len(procs)),
+            }
         return out

@@ -87,7 +87,7 @@ class PrometheusSource:
         for key, template in instance.attributes.items():
             if not key.startswith(QUERY_ATTRIBUTE) or not isinstance(template, str):
                 continue
-            metric = key[len(QUERY_ATTRIBUTE):]
+            metric = key[len(QUERY_ATTRIBUTE) :]
             if template.strip():
                 queries[metric] = template
             else:
@@ -101,13 +101,24 @@ class PrometheusSource:
         try:
             answer = response.json()
         except ValueError:
-            self._warnings.warn((url, "bad answer"), "Prometheus at %s answered HTTP %s without JSON (%s)",
-                                url, response.status_code, metric)
+            self._warnings.warn(
+                (url, "bad answer"),
+                "Prometheus at %s answered HTTP %s without JSON (%s)",
+                url,
+                response.status_code,
+                metric,
+            )
             return None
         if not isinstance(answer, dict) or answer.get("status") != "success":
             error = answer.get("error") if isinstance(answer, dict) else answer
-            self._warnings.warn((url, "query", metric), "Prometheus at %s refused the query for %s (HTTP %s): %s",
-                                url, metric, response.status_code, error)
+            self._warnings.warn(
+                (url, "query", metric),
+                "Prometheus at %s refused the query for %s (HTTP %s): %s",
+                url,
+                metric,
+                response.status_code,
+                error,
+            )
             return None
         value = parse(answer)
         if value is None:
@@ -118,8 +129,13 @@ class PrometheusSource:
 def fill(template: str, instance: Instance, unit: Unit) -> str:
     """The query of one unit: the placeholders replaced in one pass (a value that looks like a
     placeholder stays as it is)."""
-    values = {"address": unit.address, "unit": unit.name, "role": unit.role,
-              "instance": instance.name, "instance_id": instance.id}
+    values = {
+        "address": unit.address,
+        "unit": unit.name,
+        "role": unit.role,
+        "instance": instance.name,
+        "instance_id": instance.id,
+    }
     return _PLACEHOLDER.sub(lambda m: _promql_string(values[m.group(1)]), template)
 
 

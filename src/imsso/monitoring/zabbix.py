@@ -79,8 +79,14 @@ def api_url(endpoint: object) -> str:
 class ZabbixSource:
     name = "zabbix"
 
-    def __init__(self, user: str = "Admin", password: str = "zabbix", host_format: str = "{instance}-{unit}",
-                 items: dict[str, str] | None = None, timeout: float = 2.0):
+    def __init__(
+        self,
+        user: str = "Admin",
+        password: str = "zabbix",
+        host_format: str = "{instance}-{unit}",
+        items: dict[str, str] | None = None,
+        timeout: float = 2.0,
+    ):
         self.user = user
         self.password = password
         self.host_format = host_format
@@ -121,8 +127,9 @@ class ZabbixSource:
         """Zabbix host name -> the units on it (several when the format does not name the unit)."""
         out: dict[str, list[Unit]] = {}
         for unit in units:
-            name = self.host_format.format(instance=instance.name, unit=unit.name, address=unit.address,
-                                           role=unit.role, instance_id=instance.id)
+            name = self.host_format.format(
+                instance=instance.name, unit=unit.name, address=unit.address, role=unit.role, instance_id=instance.id
+            )
             out.setdefault(name, []).append(unit)
         return out
 
@@ -130,9 +137,14 @@ class ZabbixSource:
         hostids = self._resolve(session, list(hosts))
         if not hostids:
             return {}
-        items = session.call("item.get", {"output": ["hostid", "key_", "lastvalue", "lastclock"],
-                                          "hostids": sorted(set(hostids.values())),
-                                          "filter": {"key_": list(self.items)}})
+        items = session.call(
+            "item.get",
+            {
+                "output": ["hostid", "key_", "lastvalue", "lastclock"],
+                "hostids": sorted(set(hostids.values())),
+                "filter": {"key_": list(self.items)},
+            },
+        )
         if not isinstance(items, list):
             raise ValueError(f"item.get answered {type(items).__name__}, not a list")
         by_id = {hostid: name for name, hostid in hostids.items()}

@@ -15,20 +15,33 @@ import datetime as dt
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast, overload
 
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
+from cryptography.fernet import Fernet
 from sqlalchemy import event
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
-from cryptography.fernet import Fernet
 
 from .. import profiles
-
-from ..model import (Conflict, Event, Instance, InstanceState, NotFound, Operation, OperationError,
-                     OperationKind, OperationState, StepRecord, Subscriber, Unit, UnitState, utcnow)
+from ..model import (
+    Conflict,
+    Event,
+    Instance,
+    InstanceState,
+    NotFound,
+    Operation,
+    OperationError,
+    OperationKind,
+    OperationState,
+    StepRecord,
+    Subscriber,
+    Unit,
+    UnitState,
+    utcnow,
+)
 from ..vault import Vault, VaultError, ha1_pair
 from .tables import EventRow, InstanceRow, OperationRow, SubscriberRow, TokenRow, UnitRow
 
@@ -70,8 +83,11 @@ class Store:
     # tokens
     def add_token(self, token_id: str, token_hash: str, tenant: str, expires_at: dt.datetime) -> None:
         with self.session() as s:
-            s.add(TokenRow(id=token_id, token_hash=token_hash, tenant=tenant, created_at=utcnow(),
-                           expires_at=_utc(expires_at)))
+            s.add(
+                TokenRow(
+                    id=token_id, token_hash=token_hash, tenant=tenant, created_at=utcnow(), expires_at=_utc(expires_at)
+                )
+            )
 
     def find_token(self, token_hash: str) -> tuple[str, dt.datetime] | None:
         with self.session() as s:
@@ -84,10 +100,13 @@ class Store:
         for _ in range(MAX_BLOCKS):
             with self.session() as s:
                 if _live(s, instance.tenant, instance.name) is not None:
-                    raise Conflict(f"instance '{instance.name}' already exists for tenant "
-                                   f"{instance.tenant}", {"instance": instance.name})
-                taken = set(s.scalars(sa.select(InstanceRow.block).where(
-                    InstanceRow.state != InstanceState.DISPOSED.value)))
+                    raise Conflict(
+                        f"instance '{instance.name}' already exists for tenant {instance.tenant}",
+                        {"instance": instance.name},
+                    )
+                taken = set(
+                    s.scalars(sa.select(InstanceRow.block).where(InstanceRow.state != InstanceState.DISPOSED.value))
+                )
             free = next((b for b in range(MAX_BLOCKS) if b not in taken), None)
             if free is None:
                 raise Conflict(f"all {MAX_BLOCKS} address blocks are in use: dispose an instance first")
@@ -130,17 +149,21 @@ class Store:
     def start_operation(self, op: Operation) -> None:
         """Insert `op` and make it the instance's current one, or raise Conflict naming the one running."""
         with self.session() as s:
-            claimed = s.execute(
-                sa.update(InstanceRow)
-                .where(InstanceRow.id == op.instance_id, InstanceRow.current_operation_id.is_(None))
-                .values(current_operation_id=op.id, updated_at=utcnow())).rowcount
+            claimed = _rowcount(
+                s.execute(
+                    sa.update(InstanceRow)
+                    .where(InstanceRow.id == op.instance_id, InstanceRow.current_operation_id.is_(None))
+                    .values(current_operation_id=op.id, updated_at=utcnow())
+                )
+            )
             if not claimed:
-                running = s.scalar(sa.select(InstanceRow.current_operation_id)
-                                   .where(InstanceRow.id == op.instance_id))
+                running = s.scalar(sa.select(InstanceRow.current_operation_id).where(InstanceRow.id == op.instance_id))
                 kind = s.scalar(sa.select(OperationRow.kind).where(OperationRow.id == running))
-                raise Conflict(f"operation {running} ({kind}) is running on this instance: wait for it "
-                               f"to finish (GET /v1/operations/{running})",
-                               {"operation": running, "kind": kind})
+                raise Conflict(
+                    f"operation {running} ({kind}) is running on this instance: wait for it "
+                    f"to finish (GET /v1/operations/{running})",
+                    {"operation": running, "kind": kind},
+                )
             s.add(_operation_row(op))
 
     def queue_dispose(self, op: Operation) -> tuple[Operation, bool]:
@@ -151,14 +174,13 @@ class Store:
             _lock_instance(s, op.instance_id)
             existing = _queued_dispose(s, op.instance_id)
             if existing is not None:
-                current = s.scalar(sa.select(InstanceRow.current_operation_id)
-                                   .where(InstanceRow.id == op.instance_id))
+                current = s.scalar(sa.select(InstanceRow.current_operation_id).where(InstanceRow.id == op.instance_id))
                 return _operation(existing), current == existing.id
-            holder = s.scalar(sa.select(InstanceRow.current_operation_id)
-                              .where(InstanceRow.id == op.instance_id))
+            holder = s.scalar(sa.select(InstanceRow.current_operation_id).where(InstanceRow.id == op.instance_id))
             if holder is None:
-                s.execute(sa.update(InstanceRow).where(InstanceRow.id == op.instance_id)
-                          .values(current_operation_id=op.id))
+                s.execute(
+                    sa.update(InstanceRow).where(InstanceRow.id == op.instance_id).values(current_operation_id=op.id)
+                )
             else:
                 op.params = {**op.params, "cancels": holder}  # shown with the dispose
             s.add(_operation_row(op))
@@ -170,9 +192,14 @@ class Store:
             row = _queued_dispose(s, instance_id)
             return _operation(row) if row is not None else None
 
-    def finish_operation(self, op: Operation, instance: Instance,
-                         events: list[tuple[str, str, dict[str, Any]]], follow: Operation | None,
-                         on_dispose: Callable[[Operation], None] | None = None) -> Operation | None:
+    def finish_operation(
+        self,
+        op: Operation,
+        instance: Instance,
+        events: list[tuple[str, str, dict[str, Any]]],
+        follow: Operation | None,
+        on_dispose: Callable[[Operation], None] | None = None,
+    ) -> Operation | None:
         """Record an operation's end, its instance's new state, the events, and the next operation
         (made current at once) in one transaction. A dispose queued behind `op` comes next instead
         of `follow`: `on_dispose(dispose)` may then change `op`, `instance` and `events` first.
@@ -198,14 +225,18 @@ class Store:
     def reclaim_operation(self, op: Operation) -> bool:
         """Make a resumed `op` current again if the instance holds none; False if another holds it."""
         with self.session() as s:
-            current = s.scalar(sa.select(InstanceRow.current_operation_id)
-                               .where(InstanceRow.id == op.instance_id))
+            current = s.scalar(sa.select(InstanceRow.current_operation_id).where(InstanceRow.id == op.instance_id))
             if current == op.id:
                 return True
-            return bool(s.execute(
-                sa.update(InstanceRow)
-                .where(InstanceRow.id == op.instance_id, InstanceRow.current_operation_id.is_(None))
-                .values(current_operation_id=op.id)).rowcount)
+            return bool(
+                _rowcount(
+                    s.execute(
+                        sa.update(InstanceRow)
+                        .where(InstanceRow.id == op.instance_id, InstanceRow.current_operation_id.is_(None))
+                        .values(current_operation_id=op.id)
+                    )
+                )
+            )
 
     def save_operation(self, op: Operation) -> None:
         with self.session() as s:
@@ -218,8 +249,7 @@ class Store:
                 raise NotFound(f"no operation {op_id}")
             return _operation(row)
 
-    def operations(self, states: Iterable[OperationState] = (), instance_id: str | None = None
-                   ) -> list[Operation]:
+    def operations(self, states: Iterable[OperationState] = (), instance_id: str | None = None) -> list[Operation]:
         with self.session() as s:
             query = sa.select(OperationRow).order_by(OperationRow.created_at)
             if states:
@@ -231,8 +261,9 @@ class Store:
     # units
     def units(self, instance_id: str) -> list[Unit]:
         with self.session() as s:
-            rows = s.scalars(sa.select(UnitRow).where(UnitRow.instance_id == instance_id)
-                             .order_by(UnitRow.role, UnitRow.idx))
+            rows = s.scalars(
+                sa.select(UnitRow).where(UnitRow.instance_id == instance_id).order_by(UnitRow.role, UnitRow.idx)
+            )
             return [_unit(r) for r in rows]
 
     def add_unit(self, unit: Unit) -> None:
@@ -249,43 +280,53 @@ class Store:
 
     def mark_unit_failed(self, unit: Unit, detail: str) -> bool:
         """Mark `unit` failed if it still has the pid seen and its instance runs no operation."""
-        busy = sa.select(InstanceRow.id).where(InstanceRow.id == unit.instance_id,
-                                               InstanceRow.current_operation_id.is_not(None))
+        busy = sa.select(InstanceRow.id).where(
+            InstanceRow.id == unit.instance_id, InstanceRow.current_operation_id.is_not(None)
+        )
         with self.session() as s:
-            return bool(s.execute(
-                sa.update(UnitRow)
-                .where(UnitRow.id == unit.id, UnitRow.pid == unit.pid,
-                       UnitRow.state.in_([UnitState.RUNNING.value, UnitState.STARTING.value]),
-                       ~sa.exists(busy))
-                .values(state=UnitState.FAILED.value, detail=detail)).rowcount)
+            return bool(
+                _rowcount(
+                    s.execute(
+                        sa.update(UnitRow)
+                        .where(
+                            UnitRow.id == unit.id,
+                            UnitRow.pid == unit.pid,
+                            UnitRow.state.in_([UnitState.RUNNING.value, UnitState.STARTING.value]),
+                            ~sa.exists(busy),
+                        )
+                        .values(state=UnitState.FAILED.value, detail=detail)
+                    )
+                )
+            )
 
     def count_units(self) -> list[tuple[str, str, int]]:
         """(role, state, count) over all units."""
         with self.session() as s:
-            return [tuple(r) for r in s.execute(sa.select(UnitRow.role, UnitRow.state, sa.func.count())
-                                                .group_by(UnitRow.role, UnitRow.state))]
+            rows = s.execute(
+                sa.select(UnitRow.role, UnitRow.state, sa.func.count()).group_by(UnitRow.role, UnitRow.state)
+            )
+            return [(role, state, count) for role, state, count in rows]
 
     def count_instances(self) -> list[tuple[str, int]]:
         with self.session() as s:
-            return [tuple(r) for r in s.execute(sa.select(InstanceRow.state, sa.func.count())
-                                                .group_by(InstanceRow.state))]
+            rows = s.execute(sa.select(InstanceRow.state, sa.func.count()).group_by(InstanceRow.state))
+            return [(state, count) for state, count in rows]
 
     def addresses_in_use(self) -> set[str]:
         with self.session() as s:
             return set(s.scalars(sa.select(UnitRow.address)))
 
     # events
-    def add_event(self, instance_id: str, kind: str, message: str, data: dict[str, Any] | None = None
-                  ) -> Event:
+    def add_event(self, instance_id: str, kind: str, message: str, data: dict[str, Any] | None = None) -> Event:
         with self.session() as s:
-            row = EventRow(instance_id=instance_id, time=utcnow(), kind=kind, message=message,
-                           data=data or {})
+            row = EventRow(instance_id=instance_id, time=utcnow(), kind=kind, message=message, data=data or {})
             s.add(row)
             s.flush()
             return _event(row)
 
-    def events(self, instance_id: str, since: int = 0, limit: int = 1000, kind: str | None = None,
-               newest_first: bool = False) -> list[Event]:
+    def events(
+        self, instance_id: str, since: int = 0, limit: int = 1000, kind: str | None = None, newest_first: bool = False
+    ) -> list[Event]:
         with self.session() as s:
             query = sa.select(EventRow).where(EventRow.instance_id == instance_id, EventRow.id > since)
             if kind:
@@ -304,22 +345,32 @@ class Store:
                 profile = s.scalar(sa.select(InstanceRow.profile).where(InstanceRow.id == sub.instance_id))
                 values = sealed_secrets(self.vault, sub, credentials_of(profile))
                 existing = s.get(SubscriberRow, (sub.instance_id, sub.user, sub.domain))
-                s.merge(SubscriberRow(instance_id=sub.instance_id, user=sub.user, domain=sub.domain,
-                                      amf=sub.amf, **values))
+                s.merge(
+                    SubscriberRow(instance_id=sub.instance_id, user=sub.user, domain=sub.domain, amf=sub.amf, **values)
+                )
                 return existing is None
 
     def delete_subscriber(self, instance_id: str, user: str, domain: str) -> bool:
         with self.session() as s:
-            return bool(s.execute(sa.delete(SubscriberRow).where(
-                SubscriberRow.instance_id == instance_id, SubscriberRow.user == user,
-                SubscriberRow.domain == domain)).rowcount)
+            return bool(
+                _rowcount(
+                    s.execute(
+                        sa.delete(SubscriberRow).where(
+                            SubscriberRow.instance_id == instance_id,
+                            SubscriberRow.user == user,
+                            SubscriberRow.domain == domain,
+                        )
+                    )
+                )
+            )
 
     def subscribers(self, instance_id: str, secrets: bool = True) -> list[Subscriber]:
         """The instance's subscribers; with `secrets` opened for a driver, else with none but the
         kinds of credentials they have."""
         with self.session() as s:
-            rows = s.scalars(sa.select(SubscriberRow).where(SubscriberRow.instance_id == instance_id)
-                             .order_by(SubscriberRow.user))
+            rows = s.scalars(
+                sa.select(SubscriberRow).where(SubscriberRow.instance_id == instance_id).order_by(SubscriberRow.user)
+            )
             return [self._subscriber(r, secrets) for r in rows]
 
     def rotate_secrets(self) -> int:
@@ -354,17 +405,22 @@ class Store:
         """A missing key file with secrets in the database is an error, not a reason for a new key."""
         if self.vault.exists():
             return
-        sealed = s.scalar(sa.select(sa.func.count()).select_from(SubscriberRow).where(
-            sa.or_(*[getattr(SubscriberRow, name) != "" for name in SubscriberRow.SECRETS])))
+        sealed = s.scalar(
+            sa.select(sa.func.count())
+            .select_from(SubscriberRow)
+            .where(sa.or_(*[getattr(SubscriberRow, name) != "" for name in SubscriberRow.SECRETS]))
+        )
         if sealed:
-            raise VaultError(f"the secrets key file {self.vault.key_file} is missing and the database "
-                             f"holds {sealed} subscriber(s) sealed with it: restore the file (or set "
-                             "IMSSO_SECRETS_KEY_FILE to where it is)")
+            raise VaultError(
+                f"the secrets key file {self.vault.key_file} is missing and the database "
+                f"holds {sealed} subscriber(s) sealed with it: restore the file (or set "
+                "IMSSO_SECRETS_KEY_FILE to where it is)"
+            )
 
     def _subscriber(self, r: SubscriberRow, secrets: bool) -> Subscriber:
         sub = Subscriber(r.instance_id, r.user, r.domain, "", amf=r.amf or "8000")
         if secrets:
-            opened = {name: self.vault.open(getattr(r, name) or "") for name in SubscriberRow.SECRETS}
+            opened: dict[str, Any] = {name: self.vault.open(getattr(r, name) or "") for name in SubscriberRow.SECRETS}
             return dataclasses.replace(sub, **opened)
         sub.credentials = tuple(kind for kind, has in (("digest", r.password or r.ha1), ("aka", r.k)) if has)
         return sub
@@ -384,8 +440,13 @@ def sealed_secrets(vault: Vault, sub: Subscriber, credentials: str) -> dict[str,
     if credentials == "ha1" and password:
         ha1, ha1b = ha1_pair(sub.user, sub.domain, password)
         password = ""
-    return {"password": vault.seal(password), "ha1": vault.seal(ha1), "ha1b": vault.seal(ha1b),
-            "k": vault.seal(sub.k), "opc": vault.seal(sub.opc)}
+    return {
+        "password": vault.seal(password),
+        "ha1": vault.seal(ha1),
+        "ha1b": vault.seal(ha1b),
+        "k": vault.seal(sub.k),
+        "opc": vault.seal(sub.opc),
+    }
 
 
 def _default_vault(url: str) -> Vault | None:
@@ -394,6 +455,7 @@ def _default_vault(url: str) -> Vault | None:
     if parsed.get_backend_name() == "sqlite" and parsed.database and parsed.database != ":memory:":
         return Vault(Path(parsed.database).absolute().parent / "secrets.key")
     return None
+
 
 def _engine(url: str) -> sa.Engine:
     if url.startswith("sqlite"):
@@ -419,81 +481,157 @@ def _lock_instance(s: Session, instance_id: str) -> None:
 
 def _queued_dispose(s: Session, instance_id: str, exclude: str | None = None) -> OperationRow | None:
     query = sa.select(OperationRow).where(
-        OperationRow.instance_id == instance_id, OperationRow.kind == OperationKind.DISPOSE.value,
-        OperationRow.state.in_([OperationState.QUEUED.value, OperationState.RUNNING.value]))
+        OperationRow.instance_id == instance_id,
+        OperationRow.kind == OperationKind.DISPOSE.value,
+        OperationRow.state.in_([OperationState.QUEUED.value, OperationState.RUNNING.value]),
+    )
     if exclude:
         query = query.where(OperationRow.id != exclude)
     return s.scalar(query.order_by(OperationRow.created_at).limit(1))
 
 
 def _live(s: Session, tenant: str, name: str) -> InstanceRow | None:
-    return s.scalar(sa.select(InstanceRow).where(
-        InstanceRow.tenant == tenant, InstanceRow.name == name,
-        InstanceRow.state != InstanceState.DISPOSED.value))
+    return s.scalar(
+        sa.select(InstanceRow).where(
+            InstanceRow.tenant == tenant, InstanceRow.name == name, InstanceRow.state != InstanceState.DISPOSED.value
+        )
+    )
 
 
+def _rowcount(result: sa.Result[Any]) -> int:
+    """Rows an UPDATE or DELETE changed (a cursor result, which Session.execute types as any result)."""
+    return cast(sa.CursorResult[Any], result).rowcount
+
+
+@overload
+def _aware(value: dt.datetime) -> dt.datetime: ...
+@overload
+def _aware(value: dt.datetime | None) -> dt.datetime | None: ...
 def _aware(value: dt.datetime | None) -> dt.datetime | None:
     # SQLite returns naive datetimes; everything here is UTC.
     if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=dt.timezone.utc)
+        return value.replace(tzinfo=dt.UTC)
     return value
 
 
 def _utc(value: dt.datetime | None) -> dt.datetime | None:
     # SQLite keeps no offset: store UTC so what comes back is the same instant.
-    return value.astimezone(dt.timezone.utc) if value is not None and value.tzinfo else value
+    return value.astimezone(dt.UTC) if value is not None and value.tzinfo else value
 
 
 def _instance_row(i: Instance) -> InstanceRow:
     return InstanceRow(
-        id=i.id, tenant=i.tenant, name=i.name, profile=i.profile, driver=i.driver, domain=i.domain,
-        block=i.block, sizes=dict(i.sizes), attributes=dict(i.attributes), state=i.state.value,
-        stack_state=i.stack_state, provisioned=i.provisioned, test_subscribers=i.test_subscribers,
-        secret=i.secret, stack_id=i.stack_id, outputs=dict(i.outputs),
+        id=i.id,
+        tenant=i.tenant,
+        name=i.name,
+        profile=i.profile,
+        driver=i.driver,
+        domain=i.domain,
+        block=i.block,
+        sizes=dict(i.sizes),
+        attributes=dict(i.attributes),
+        state=i.state.value,
+        stack_state=i.stack_state,
+        provisioned=i.provisioned,
+        test_subscribers=i.test_subscribers,
+        secret=i.secret,
+        stack_id=i.stack_id,
+        outputs=dict(i.outputs),
         current_operation_id=i.current_operation_id,
-        failed_operation_id=i.failed_operation_id, created_at=_utc(i.created_at),
-        updated_at=_utc(i.updated_at))
+        failed_operation_id=i.failed_operation_id,
+        created_at=_utc(i.created_at),
+        updated_at=_utc(i.updated_at),
+    )
 
 
 def _instance(r: InstanceRow) -> Instance:
     return Instance(
-        id=r.id, tenant=r.tenant, name=r.name, profile=r.profile, driver=r.driver, domain=r.domain,
-        block=r.block, sizes=dict(r.sizes), attributes=dict(r.attributes),
-        state=InstanceState(r.state), stack_state=r.stack_state, provisioned=r.provisioned,
-        test_subscribers=r.test_subscribers, secret=r.secret, stack_id=r.stack_id or "",
-        outputs=dict(r.outputs or {}), current_operation_id=r.current_operation_id, failed_operation_id=r.failed_operation_id,
-        created_at=_aware(r.created_at), updated_at=_aware(r.updated_at))
+        id=r.id,
+        tenant=r.tenant,
+        name=r.name,
+        profile=r.profile,
+        driver=r.driver,
+        domain=r.domain,
+        block=r.block,
+        sizes=dict(r.sizes),
+        attributes=dict(r.attributes),
+        state=InstanceState(r.state),
+        stack_state=r.stack_state,
+        provisioned=r.provisioned,
+        test_subscribers=r.test_subscribers,
+        secret=r.secret,
+        stack_id=r.stack_id or "",
+        outputs=dict(r.outputs or {}),
+        current_operation_id=r.current_operation_id,
+        failed_operation_id=r.failed_operation_id,
+        created_at=_aware(r.created_at),
+        updated_at=_aware(r.updated_at),
+    )
 
 
 def _unit_row(u: Unit) -> UnitRow:
-    return UnitRow(id=u.id, instance_id=u.instance_id, name=u.name, role=u.role, idx=u.index,
-                   address=u.address, state=u.state.value, pid=u.pid, started_at=u.started_at,
-                   detail=u.detail)
+    return UnitRow(
+        id=u.id,
+        instance_id=u.instance_id,
+        name=u.name,
+        role=u.role,
+        idx=u.index,
+        address=u.address,
+        state=u.state.value,
+        pid=u.pid,
+        started_at=u.started_at,
+        detail=u.detail,
+    )
 
 
 def _unit(r: UnitRow) -> Unit:
-    return Unit(id=r.id, instance_id=r.instance_id, name=r.name, role=r.role, index=r.idx,
-                address=r.address, state=UnitState(r.state), pid=r.pid, started_at=r.started_at,
-                detail=r.detail or "")
+    return Unit(
+        id=r.id,
+        instance_id=r.instance_id,
+        name=r.name,
+        role=r.role,
+        index=r.idx,
+        address=r.address,
+        state=UnitState(r.state),
+        pid=r.pid,
+        started_at=r.started_at,
+        detail=r.detail or "",
+    )
 
 
 def _operation_row(o: Operation) -> OperationRow:
     return OperationRow(
-        id=o.id, instance_id=o.instance_id, kind=o.kind.value, params=dict(o.params),
-        state=o.state.value, steps=[dataclasses.asdict(s) for s in o.steps],
-        error=dataclasses.asdict(o.error) if o.error else None, attempts=o.attempts,
-        created_at=_utc(o.created_at), started_at=_utc(o.started_at), finished_at=_utc(o.finished_at))
+        id=o.id,
+        instance_id=o.instance_id,
+        kind=o.kind.value,
+        params=dict(o.params),
+        state=o.state.value,
+        steps=[dataclasses.asdict(s) for s in o.steps],
+        error=dataclasses.asdict(o.error) if o.error else None,
+        attempts=o.attempts,
+        created_at=_utc(o.created_at),
+        started_at=_utc(o.started_at),
+        finished_at=_utc(o.finished_at),
+    )
 
 
 def _operation(r: OperationRow) -> Operation:
     return Operation(
-        id=r.id, instance_id=r.instance_id, kind=OperationKind(r.kind), params=dict(r.params),
-        state=OperationState(r.state), steps=[StepRecord(**s) for s in r.steps],
-        error=OperationError(**r.error) if r.error else None, attempts=r.attempts,
-        created_at=_aware(r.created_at), started_at=_aware(r.started_at),
-        finished_at=_aware(r.finished_at))
+        id=r.id,
+        instance_id=r.instance_id,
+        kind=OperationKind(r.kind),
+        params=dict(r.params),
+        state=OperationState(r.state),
+        steps=[StepRecord(**s) for s in r.steps],
+        error=OperationError(**r.error) if r.error else None,
+        attempts=r.attempts,
+        created_at=_aware(r.created_at),
+        started_at=_aware(r.started_at),
+        finished_at=_aware(r.finished_at),
+    )
 
 
 def _event(r: EventRow) -> Event:
-    return Event(id=r.id, instance_id=r.instance_id, time=_aware(r.time), kind=r.kind,
-                 message=r.message, data=dict(r.data))
+    return Event(
+        id=r.id, instance_id=r.instance_id, time=_aware(r.time), kind=r.kind, message=r.message, data=dict(r.data)
+    )

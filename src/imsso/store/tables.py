@@ -50,10 +50,17 @@ class InstanceRow(Base):
     __table_args__ = (
         # One live instance per name and tenant, one live instance per address block;
         # disposed ones stay as history.
-        sa.Index("uq_instances_tenant_name_live", "tenant", "name", unique=True,
-                 sqlite_where=NOT_DISPOSED, postgresql_where=NOT_DISPOSED),
-        sa.Index("uq_instances_block_live", "block", unique=True,
-                 sqlite_where=NOT_DISPOSED, postgresql_where=NOT_DISPOSED),
+        sa.Index(
+            "uq_instances_tenant_name_live",
+            "tenant",
+            "name",
+            unique=True,
+            sqlite_where=NOT_DISPOSED,
+            postgresql_where=NOT_DISPOSED,
+        ),
+        sa.Index(
+            "uq_instances_block_live", "block", unique=True, sqlite_where=NOT_DISPOSED, postgresql_where=NOT_DISPOSED
+        ),
     )
 
 
@@ -101,6 +108,7 @@ class EventRow(Base):
 class SubscriberRow(Base):
     """Secrets are never in clear here: password, ha1, ha1b, k and opc hold Fernet tokens sealed with
     the key file's primary key (imsso.vault), or "" when the subscriber has none of that kind."""
+
     __tablename__ = "subscribers"
     instance_id: Mapped[str] = mapped_column(sa.ForeignKey("instances.id"), primary_key=True)
     user: Mapped[str] = mapped_column(sa.String(128), primary_key=True)

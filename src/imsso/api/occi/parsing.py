@@ -193,8 +193,10 @@ def value_problem(value: AttributeValue) -> str:
             return f"holds {len(value)} characters - a value holds at most {MAX_VALUE}"
         bad = CONTROL.search(value)
         if bad:
-            return (f"holds the {_what(bad.group())} at position {bad.start() + 1}"
-                    " - values hold printable text and tabs only")
+            return (
+                f"holds the {_what(bad.group())} at position {bad.start() + 1}"
+                " - values hold printable text and tabs only"
+            )
     elif isinstance(value, float) and not math.isfinite(value):
         return f"holds {value!r} - numbers must be finite"
     elif isinstance(value, int) and not isinstance(value, bool) and not _INT_RANGE[0] <= value <= _INT_RANGE[1]:
@@ -209,8 +211,9 @@ def _what(char: str) -> str:
 
 def shown(text: str) -> str:
     """The client's text as an error quotes it: escaped (one line) and cut short."""
-    text = CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 256
-                       else f"\\u{ord(m.group()):04x}", text)
+    text = CONTROL.sub(
+        lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 256 else f"\\u{ord(m.group()):04x}", text
+    )
     return text if len(text) <= MAX_SHOWN else text[:MAX_SHOWN] + f"... ({len(text)} characters)"
 
 
@@ -252,6 +255,12 @@ def _body_where(number: int, canonical: str) -> str:
 # --- the scanner shared by the header grammars ----------------------------
 
 
+def _match_end(pattern: re.Pattern[str], text: str, pos: int) -> int:
+    """Where a pattern that matches the empty string (`\\s*`, `[^...]*`) stops from `pos`."""
+    found = pattern.match(text, pos)
+    return found.end() if found else pos
+
+
 class _Cursor:
     """Walks one header value; remembers where the current item began so an
     error can quote just that item, not the whole header."""
@@ -269,7 +278,7 @@ class _Cursor:
         return self.text[self.pos] if self.pos < len(self.text) else ""
 
     def skip_space(self) -> None:
-        self.pos = _SPACE.match(self.text, self.pos).end()
+        self.pos = _match_end(_SPACE, self.text, self.pos)
 
     def take(self, char: str) -> bool:
         self.skip_space()
@@ -293,7 +302,7 @@ class _Cursor:
 
     def bare(self, stops: str) -> str:
         start = self.pos
-        self.pos = _run_until(stops).match(self.text, start).end()
+        self.pos = _match_end(_run_until(stops), self.text, start)
         return self.text[start : self.pos].strip()
 
     def quoted(self) -> str:
@@ -372,8 +381,10 @@ def _typed(cur: _Cursor, text: str, quoted: bool) -> AttributeValue:
     if text in ("true", "false"):
         return text == "true"
     if len(text) > MAX_NUMBER:
-        cur.fail(f"a bare value of {len(text)} characters in", f"numbers have at most {MAX_NUMBER}"
-                 " characters; quote longer values")
+        cur.fail(
+            f"a bare value of {len(text)} characters in",
+            f"numbers have at most {MAX_NUMBER} characters; quote longer values",
+        )
     if _INT.match(text):
         return int(text)
     if _FLOAT.match(text):
@@ -417,7 +428,7 @@ def _params(cur: _Cursor, expected: str) -> list[tuple[str, str, bool]]:
 def _items(value: str, where: str, parse_one: Callable[[_Cursor], T], expected: str) -> list[T]:
     """The comma-separated items of one header value, each read by `parse_one`."""
     cur = _Cursor(value, where)
-    found = []
+    found: list[T] = []
     while cur.next_item():
         if len(found) >= max(MAX_ITEMS, MAX_ATTRIBUTES):  # stop here, not after reading all of them
             cur.fail(f"more than {len(found)} items in one field, from", f"send at most {len(found)}")

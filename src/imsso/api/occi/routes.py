@@ -18,31 +18,79 @@ from starlette.concurrency import run_in_threadpool
 
 from ... import lifecycle
 from ...model import Instance, InvalidInput, OperationKind
+from ...operations_table import USER_ACTIONS
 from ...service import Caller, Service
 from .. import views
-from . import (COLLECTION_MEDIA_TYPES, ENTITY_MEDIA_TYPES, QUERY_MEDIA_TYPES, TEXT_PLAIN, Category,
-               Entity, NotAcceptable, OcciSyntaxError, UnsupportedMediaType, negotiate, parse_request,
-               render_collection, render_entity, render_error, render_query)
+from . import (
+    COLLECTION_MEDIA_TYPES,
+    ENTITY_MEDIA_TYPES,
+    QUERY_MEDIA_TYPES,
+    TEXT_PLAIN,
+    Category,
+    Entity,
+    NotAcceptable,
+    OcciSyntaxError,
+    UnsupportedMediaType,
+    negotiate,
+    parse_request,
+    render_collection,
+    render_entity,
+    render_error,
+    render_query,
+)
 
 SERVICE_SCHEME = "http://schemas.mobile-cloud-networking.eu/occi/service#"
 SM_SCHEME = "http://schemas.mobile-cloud-networking.eu/occi/sm#"
+ORCHESTRATOR_PATH, IMS_PATH = "/orchestrator/", "/ims/"  # the kinds' locations
 CORE_SCHEME = "http://schemas.ogf.org/occi/core#"
 INPUTS = ("mcn.endpoint.maas", "imsso.profile", "imsso.driver", "imsso.domain", "imsso.test_subscribers")
-OUTPUTS = ("occi.core.id{immutable}", "occi.mcn.stack.state{immutable}", "occi.mcn.stack.id{immutable}",
-           "mcn.service.state{immutable}")
+OUTPUTS = (
+    "occi.core.id{immutable}",
+    "occi.mcn.stack.state{immutable}",
+    "occi.mcn.stack.id{immutable}",
+    "mcn.service.state{immutable}",
+)
 
-ACTIONS = {k: Category(k, SERVICE_SCHEME, "action", title=f"{k} the IMS")
-           for k in ("deploy", "provision")}
-ORCHESTRATOR = Category("orchestrator", SERVICE_SCHEME, "kind", title="IMS service orchestrator",
-                        rel=CORE_SCHEME + "resource", location="/orchestrator/",
-                        attributes=OUTPUTS + INPUTS, actions=tuple(a.id for a in ACTIONS.values()))
-IMS = Category("ims", SM_SCHEME, "kind", title="IMS service instance", rel=CORE_SCHEME + "resource",
-               location="/ims/", attributes=OUTPUTS + INPUTS,
-               actions=tuple(a.id for a in ACTIONS.values()))
-CORE = (Category("entity", CORE_SCHEME, "kind", title="Entity", location="/entity/",
-                 attributes=("occi.core.id{immutable}", "occi.core.title")),
-        Category("resource", CORE_SCHEME, "kind", title="Resource", rel=CORE_SCHEME + "entity",
-                 location="/resource/", attributes=("occi.core.summary",)))
+ACTIONS = {k: Category(k, SERVICE_SCHEME, "action", title=f"{k} the IMS") for k in USER_ACTIONS}
+ORCHESTRATOR = Category(
+    "orchestrator",
+    SERVICE_SCHEME,
+    "kind",
+    title="IMS service orchestrator",
+    rel=CORE_SCHEME + "resource",
+    location=ORCHESTRATOR_PATH,
+    attributes=OUTPUTS + INPUTS,
+    actions=tuple(a.id for a in ACTIONS.values()),
+)
+IMS = Category(
+    "ims",
+    SM_SCHEME,
+    "kind",
+    title="IMS service instance",
+    rel=CORE_SCHEME + "resource",
+    location=IMS_PATH,
+    attributes=OUTPUTS + INPUTS,
+    actions=tuple(a.id for a in ACTIONS.values()),
+)
+CORE = (
+    Category(
+        "entity",
+        CORE_SCHEME,
+        "kind",
+        title="Entity",
+        location="/entity/",
+        attributes=("occi.core.id{immutable}", "occi.core.title"),
+    ),
+    Category(
+        "resource",
+        CORE_SCHEME,
+        "kind",
+        title="Resource",
+        rel=CORE_SCHEME + "entity",
+        location="/resource/",
+        attributes=("occi.core.summary",),
+    ),
+)
 
 router = APIRouter(include_in_schema=False)
 
@@ -112,8 +160,10 @@ def _post(request: Request, body: str, ref: str) -> Response:
         svc.update(who, ref, dict(occi.attributes))
     else:
         if occi.attributes:  # an action carries no inputs here: say so rather than drop them
-            raise InvalidInput(f"action {action} takes no attributes; POST them without ?action= to "
-                               f"update: {', '.join(occi.attributes)}")
+            raise InvalidInput(
+                f"action {action} takes no attributes; POST them without ?action= to "
+                f"update: {', '.join(occi.attributes)}"
+            )
         svc.act(who, ref, _action(action, occi))
     return _entity_response(request, svc, svc.get(who, ref), 200)
 
@@ -126,18 +176,17 @@ def delete(ref: str, request: Request) -> Response:
     return _entity_response(request, svc, svc.refresh(instance), 200)
 
 
-for _kind_category in (ORCHESTRATOR, IMS):
-    base = _kind_category.location
+for base in (ORCHESTRATOR_PATH, IMS_PATH):
     router.add_api_route(base, list_instances, methods=["GET"])
     router.add_api_route(base + "{ref}", show, methods=["GET"])
     router.add_api_route(base + "{ref}", post, methods=["POST"])
     router.add_api_route(base + "{ref}", delete, methods=["DELETE"])
-router.add_api_route(ORCHESTRATOR.location + "{ref}", init, methods=["PUT"])
-router.add_api_route(IMS.location, create_ims, methods=["POST"])
+router.add_api_route(ORCHESTRATOR_PATH + "{ref}", init, methods=["PUT"])
+router.add_api_route(IMS_PATH, create_ims, methods=["POST"])
 
 
 def _kind(request: Request) -> Category:
-    return IMS if request.url.path.startswith(IMS.location) else ORCHESTRATOR
+    return IMS if request.url.path.startswith(IMS_PATH) else ORCHESTRATOR
 
 
 def _location(kind: Category, instance: Instance) -> str:
@@ -149,8 +198,10 @@ def _action(term: str, occi) -> OperationKind:
         raise InvalidInput(f"unknown action '{term}': accepted are {', '.join(ACTIONS)}")
     for category in occi.categories:
         if category.id != ACTIONS[term].id:
-            raise InvalidInput(f"Category {category.scheme}{category.term} does not match action "
-                               f"'{term}': send Category: {term}; scheme=\"{SERVICE_SCHEME}\"")
+            raise InvalidInput(
+                f"Category {category.scheme}{category.term} does not match action "
+                f"'{term}': send Category: {term}; scheme=\"{SERVICE_SCHEME}\""
+            )
     return OperationKind(term)
 
 
@@ -158,8 +209,10 @@ def _expect_kind(occi, kind: Category) -> None:
     """Only this kind may be named; an unknown category is an error naming what is accepted."""
     for category in occi.categories:
         if category.id != kind.id:
-            raise InvalidInput(f"unknown category {category.scheme}{category.term} here: accepted is "
-                               f"{kind.term}; scheme=\"{kind.scheme}\"")
+            raise InvalidInput(
+                f"unknown category {category.scheme}{category.term} here: accepted is "
+                f'{kind.term}; scheme="{kind.scheme}"'
+            )
 
 
 async def _in_thread(handler, request: Request, *args) -> Response:
@@ -172,8 +225,9 @@ def _text(body: bytes) -> str:
     try:
         return body.decode("utf-8")
     except UnicodeDecodeError as err:
-        raise OcciSyntaxError(f"request body: byte {err.start + 1} (0x{body[err.start]:02x}) is not UTF-8"
-                              " - send the body as UTF-8 text") from None
+        raise OcciSyntaxError(
+            f"request body: byte {err.start + 1} (0x{body[err.start]:02x}) is not UTF-8 - send the body as UTF-8 text"
+        ) from None
 
 
 def _header_text(value: str) -> str:
@@ -194,13 +248,13 @@ def _service(request: Request) -> Service:
 
 
 def _caller(request: Request) -> Caller:
-    return _service(request).authenticate(request.headers.get("x-auth-token"),
-                                          request.headers.get("x-tenant-name"))
+    return _service(request).authenticate(request.headers.get("x-auth-token"), request.headers.get("x-tenant-name"))
 
 
 def entity(svc: Service, instance: Instance, location: str, kind: Category) -> Entity:
-    attrs: dict[str, Any] = views.attributes(instance, svc.units(instance), svc.failed_operation(instance),
-                                             svc.decisions(instance))
+    attrs: dict[str, Any] = views.attributes(
+        instance, svc.units(instance), svc.failed_operation(instance), svc.decisions(instance)
+    )
     actions = tuple((f"{location}?action={a}", ACTIONS[a]) for a in lifecycle.applicable_actions(instance))
     return Entity(kind=kind, location=location, attributes=attrs, actions=actions)
 

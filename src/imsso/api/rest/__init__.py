@@ -9,19 +9,23 @@ refused with a 4xx and the JSON error below.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from fastapi.security import APIKeyHeader
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
+from pydantic.config import JsonDict
 
 from ... import profiles, spec
 from ...auth import TENANT_MAX
+from ...drivers import DRIVERS
 from ...model import InvalidInput, OperationKind
+from ...operations_table import USER_ACTIONS
 from ...service import HEX32_RE, NAME_RE, USER_RE, Caller, Service
 from .. import views
 
 router = APIRouter(prefix="/v1")
+
 
 def _pattern(rx: re.Pattern) -> str:
     """A server regex as a JSON Schema pattern: `\\Z` (end, no newline) is ECMA's `$`."""
@@ -45,11 +49,17 @@ class ErrorBody(BaseModel):
     error: ErrorDetail
 
 
-_WHY = {400: "invalid input, or an action that does not apply now (the message says which)",
-        401: "missing, invalid or expired X-Auth-Token", 403: "token not valid for this tenant, or a quota reached",
-        404: "no such resource for this tenant", 405: "method not allowed on this path",
-        409: "another operation runs on the instance, or the name is taken", 413: "request body too large",
-        502: "the driver failed (the message has its cause)", 503: "Keystone or a unit is unreachable"}
+_WHY = {
+    400: "invalid input, or an action that does not apply now (the message says which)",
+    401: "missing, invalid or expired X-Auth-Token",
+    403: "token not valid for this tenant, or a quota reached",
+    404: "no such resource for this tenant",
+    405: "method not allowed on this path",
+    409: "another operation runs on the instance, or the name is taken",
+    413: "request body too large",
+    502: "the driver failed (the message has its cause)",
+    503: "Keystone or a unit is unreachable",
+}
 
 
 def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -64,14 +74,18 @@ def service(request: Request) -> Service:
     return request.app.state.service
 
 
-_token = APIKeyHeader(name="X-Auth-Token", auto_error=False,
-                      description="a token: `imsso token issue --tenant NAME`, or Keystone's")
+_token = APIKeyHeader(
+    name="X-Auth-Token", auto_error=False, description="a token: `imsso token issue --tenant NAME`, or Keystone's"
+)
 
 
-def caller(request: Request, x_auth_token: Annotated[str | None, Depends(_token)] = None,
-           x_tenant_name: Annotated[str | None, Header(max_length=TENANT_MAX,
-                                                       description="the tenant the token acts for")] = None
-           ) -> Caller:
+def caller(
+    request: Request,
+    x_auth_token: Annotated[str | None, Depends(_token)] = None,
+    x_tenant_name: Annotated[
+        str | None, Header(max_length=TENANT_MAX, description="the tenant the token acts for")
+    ] = None,
+) -> Caller:
     return service(request).authenticate(x_auth_token, x_tenant_name)
 
 
@@ -85,34 +99,59 @@ InstanceName = Annotated[str, Field(pattern=_pattern(NAME_RE), description="1-63
 ProfileName = Annotated[str, Field(pattern=_pattern(profiles.NAME_RE), description="a profile of GET /v1/profiles")]
 # Bounds the service checks itself, against the instance's profile (its message names them): stated
 # in the document, not enforced twice.
-Sizes = Annotated[dict[Literal[tuple(ALL_ROLES)], Annotated[int, Field(json_schema_extra={
-    "minimum": 1, "maximum": SIZE_MAX})]], Field(
-    max_length=len(ALL_ROLES),
-    description="units per role, e.g. {\"scscf\": 2}, within the profile's bounds (GET /v1/profiles)")]
+if TYPE_CHECKING:  # the role names are data: a type checker sees a plain mapping
+    Sizes = dict[str, int]
+else:
+    Sizes = Annotated[
+        dict[Literal[tuple(ALL_ROLES)], Annotated[int, Field(json_schema_extra={"minimum": 1, "maximum": SIZE_MAX})]],
+        Field(
+            max_length=len(ALL_ROLES),
+            description='units per role, e.g. {"scscf": 2}, within the profile\'s bounds (GET /v1/profiles)',
+        ),
+    ]
 Value = str | int | float | bool
-Attributes = Annotated[dict[Annotated[str, Field(pattern=_pattern(spec.ATTRIBUTE_NAME_RE))],
-                            Annotated[str, Field(max_length=spec.MAX_VALUE, pattern=PRINTABLE)] | int | float | bool],
-                       Field(description=f"OCCI attributes: {spec.ACCEPTED}; their values are checked "
-                                         "against the instance's profile and driver")]
+Attributes = Annotated[
+    dict[
+        Annotated[str, Field(pattern=_pattern(spec.ATTRIBUTE_NAME_RE))],
+        Annotated[str, Field(max_length=spec.MAX_VALUE, pattern=PRINTABLE)] | int | float | bool,
+    ],
+    Field(
+        description=f"OCCI attributes: {spec.ACCEPTED}; their values are checked "
+        "against the instance's profile and driver"
+    ),
+]
 
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", regex_engine="python-re")
 
 
-ACTION_CHAINS = [[], ["deploy"], ["deploy", "provision"]]
+if TYPE_CHECKING:
+    UserAction = str
+else:
+    UserAction = Literal[USER_ACTIONS]  # the operation table's user actions: deploy, provision
+DRIVER_NAMES = tuple(DRIVERS)  # the driver registry's names
+if TYPE_CHECKING:
+    DriverName = str
+else:
+    DriverName = Literal[DRIVER_NAMES]
+# What a create may run: the user actions in order, none, the first, ... all of them.
+ACTION_CHAINS: list[JsonValue] = [list(USER_ACTIONS[:n]) for n in range(len(USER_ACTIONS) + 1)]
 
 
 class InstanceCreate(Strict):
     name: InstanceName = Field("default", description="unique among the tenant's live instances")
     profile: ProfileName | None = Field(None, description="profile name; the server's default if absent")
-    driver: Literal["local", "openstack"] | None = Field(
-        None, description="where the IMS runs: local (the server's default) or openstack")
+    driver: DriverName | None = Field(
+        None, description=f"where the IMS runs: one of {', '.join(DRIVER_NAMES)}; the server's default if absent"
+    )
     sizes: Sizes = Field(default_factory=dict)
     attributes: Attributes = Field(default_factory=dict)
-    actions: list[Literal["deploy", "provision"]] = Field(
-        ["deploy", "provision"], json_schema_extra={"enum": ACTION_CHAINS},
-        description="operations to run one after the other; [] only initialises")
+    actions: list[UserAction] = Field(
+        list(USER_ACTIONS),
+        json_schema_extra={"enum": ACTION_CHAINS},
+        description="operations to run one after the other; [] only initialises",
+    )
 
 
 class InstancePatch(Strict):
@@ -120,41 +159,56 @@ class InstancePatch(Strict):
     attributes: Attributes = Field(default_factory=dict)
 
 
-Password = Annotated[str, Field(pattern=PRINTABLE, json_schema_extra={
-                                    "minLength": PASSWORD_MIN, "maxLength": PASSWORD_MAX},
-                                description="SIP Digest password, 8-64 printable characters")]
+Password = Annotated[
+    str,
+    Field(
+        pattern=PRINTABLE,
+        json_schema_extra={"minLength": PASSWORD_MIN, "maxLength": PASSWORD_MAX},
+        description="SIP Digest password, 8-64 printable characters",
+    ),
+]
 Hex32 = Annotated[str, Field(pattern=HEX32_RE.pattern)]
 
 
 # A password, or both AKA keys: what imsso.service.put_subscriber asks for.
-_SECRETS = {"anyOf": [
-    {"required": ["password"], "properties": {"password": {"type": "string"}, "k": {"type": "null"},
-                                              "opc": {"type": "null"}}},
-    {"required": ["k", "opc"], "properties": {"k": {"type": "string"}, "opc": {"type": "string"}}}]}
+_SECRETS: JsonDict = {
+    "anyOf": [
+        {
+            "required": ["password"],
+            "properties": {"password": {"type": "string"}, "k": {"type": "null"}, "opc": {"type": "null"}},
+        },
+        {"required": ["k", "opc"], "properties": {"k": {"type": "string"}, "opc": {"type": "string"}}},
+    ]
+}
 
 
 class SubscriberIn(Strict):
     """A subscriber's secrets, for PUT (the path names the user)."""
+
     model_config = ConfigDict(json_schema_extra=_SECRETS)
 
     domain: Annotated[str, Field(pattern=_pattern(spec.DOMAIN_RE))] | None = Field(
-        None, description="the instance's domain (the only one accepted)")
+        None, description="the instance's domain (the only one accepted)"
+    )
     password: Password | None = None
     k: Hex32 | None = Field(None, description="AKA: the USIM's K, 32 hex digits (profiles with an HSS)")
     opc: Hex32 | None = Field(None, description="AKA: the operator key OPc, 32 hex digits")
     amf: Annotated[str, Field(pattern=r"^[0-9a-fA-F]{4}$")] | None = Field(
-        None, description="AKA: the vectors' AMF, 4 hex digits (default 8000)")
+        None, description="AKA: the vectors' AMF, 4 hex digits (default 8000)"
+    )
 
 
 class SubscriberNew(SubscriberIn):
     """A new subscriber, for POST."""
+
     user: Annotated[str, Field(pattern=_pattern(USER_RE), description="the user part")]
 
 
 class TokenRequest(Strict):
     tenant: Annotated[str, Field(min_length=1, max_length=TENANT_MAX)]
     ttl: Annotated[int, Field(ge=1, le=TOKEN_TTL_MAX)] | None = Field(
-        None, description="seconds; the server's default if absent")
+        None, description="seconds; the server's default if absent"
+    )
 
 
 def accepted(response: Response, op) -> dict[str, Any]:
@@ -174,8 +228,9 @@ def health() -> dict[str, str]:
 
 
 @router.post("/tokens", status_code=201, tags=["auth"], responses=errors(400, 401, 405, 413))
-def issue_token(body: TokenRequest, svc: Svc, x_auth_token: Annotated[str | None, Depends(_token)] = None
-                ) -> dict[str, Any]:
+def issue_token(
+    body: TokenRequest, svc: Svc, x_auth_token: Annotated[str | None, Depends(_token)] = None
+) -> dict[str, Any]:
     """Issue a token for a tenant; needs the orchestrator's admin token (local tokens only)."""
     token, expires = svc.issue_token(x_auth_token, body.tenant, body.ttl)
     return {"token": token, "tenant": body.tenant, "expires_at": expires.isoformat()}
@@ -183,9 +238,15 @@ def issue_token(body: TokenRequest, svc: Svc, x_auth_token: Annotated[str | None
 
 @router.get("/profiles", tags=["profiles"], responses=AUTHED)
 def list_profiles(svc: Svc, who: Who) -> list[dict[str, Any]]:
-    return [{"name": p.name, "description": p.description, "domain": p.domain,
-             "roles": {r.name: {"min": r.min, "default": r.default, "max": r.max} for r in p.roles.values()}}
-            for p in svc.profiles()]
+    return [
+        {
+            "name": p.name,
+            "description": p.description,
+            "domain": p.domain,
+            "roles": {r.name: {"min": r.min, "default": r.default, "max": r.max} for r in p.roles.values()},
+        }
+        for p in svc.profiles()
+    ]
 
 
 @router.get("/instances", tags=["instances"], responses=AUTHED)
@@ -193,13 +254,16 @@ def list_instances(svc: Svc, who: Who) -> list[dict[str, Any]]:
     return [_instance(svc, i) for i in svc.list(who)]
 
 
-@router.post("/instances", status_code=202, tags=["instances"],
-             responses={201: {"description": "initialised only (actions [])"}, **AUTHED, **DRIVEN})
+@router.post(
+    "/instances",
+    status_code=202,
+    tags=["instances"],
+    responses={201: {"description": "initialised only (actions [])"}, **AUTHED, **DRIVEN},
+)
 def create_instance(body: InstanceCreate, response: Response, svc: Svc, who: Who) -> dict[str, Any]:
     """Create an instance and run `actions` (deploy then provision by default)."""
     if body.actions not in ACTION_CHAINS:
-        raise InvalidInput(f"actions must be [], [\"deploy\"] or [\"deploy\", \"provision\"], "
-                           f"not {body.actions}")
+        raise InvalidInput(f'actions must be [], ["deploy"] or ["deploy", "provision"], not {body.actions}')
     then = tuple(OperationKind(a) for a in body.actions)
     instance, op = svc.create(who, body.name, body.attributes, body.profile, body.driver, body.sizes, then)
     response.headers["Content-Location"] = f"/v1/instances/{instance.id}"
@@ -236,8 +300,7 @@ def delete_instance(ref: Ref, response: Response, svc: Svc, who: Who) -> dict[st
 
 
 @router.post("/instances/{ref}/actions/{action}", status_code=202, tags=["instances"], responses=AUTHED)
-def run_action(ref: Ref, action: Literal["deploy", "provision"], response: Response, svc: Svc,
-               who: Who) -> dict[str, Any]:
+def run_action(ref: Ref, action: UserAction, response: Response, svc: Svc, who: Who) -> dict[str, Any]:
     return accepted(response, svc.act(who, ref, OperationKind(action)))
 
 
@@ -247,10 +310,13 @@ def instance_operations(ref: Ref, svc: Svc, who: Who) -> list[dict[str, Any]]:
 
 
 @router.get("/instances/{ref}/events", tags=["instances"], responses=AUTHED)
-def instance_events(ref: Ref, svc: Svc, who: Who,
-                    since: Annotated[int, Query(ge=0, le=2**63 - 1, description="the last event id seen")] = 0,
-                    kind: Annotated[str | None, Query(max_length=64, description="only events of this kind")]
-                    = None) -> list[dict[str, Any]]:
+def instance_events(
+    ref: Ref,
+    svc: Svc,
+    who: Who,
+    since: Annotated[int, Query(ge=0, le=2**63 - 1, description="the last event id seen")] = 0,
+    kind: Annotated[str | None, Query(max_length=64, description="only events of this kind")] = None,
+) -> list[dict[str, Any]]:
     """Lifecycle steps, decisions and failures, in order; `since` is the last event id seen."""
     return [views.event_json(e) for e in svc.events(who, ref, since, kind)]
 
@@ -266,8 +332,12 @@ def list_subscribers(ref: Ref, svc: Svc, who: Who) -> list[dict[str, Any]]:
     return [views.subscriber_json(s) for s in svc.subscribers(who, ref)]
 
 
-@router.post("/instances/{ref}/subscribers", status_code=201, tags=["subscribers"],
-             responses={200: {"description": "replaced an existing subscriber"}, **AUTHED, **DRIVEN})
+@router.post(
+    "/instances/{ref}/subscribers",
+    status_code=201,
+    tags=["subscribers"],
+    responses={200: {"description": "replaced an existing subscriber"}, **AUTHED, **DRIVEN},
+)
 def add_subscriber(ref: Ref, body: SubscriberNew, response: Response, svc: Svc, who: Who) -> dict[str, Any]:
     sub, created = svc.put_subscriber(who, ref, body.user, body.password, body.domain, body.k, body.opc, body.amf)
     response.status_code = 201 if created else 200
@@ -281,17 +351,20 @@ def get_subscriber(ref: Ref, user: User, svc: Svc, who: Who) -> dict[str, Any]:
     return views.subscriber_json(svc.subscriber(who, ref, user))
 
 
-@router.put("/instances/{ref}/subscribers/{user}", tags=["subscribers"],
-            responses={201: {"description": "created"}, **AUTHED, **DRIVEN})
-def put_subscriber(ref: Ref, user: User, body: SubscriberIn, response: Response, svc: Svc,
-                   who: Who) -> dict[str, Any]:
+@router.put(
+    "/instances/{ref}/subscribers/{user}",
+    tags=["subscribers"],
+    responses={201: {"description": "created"}, **AUTHED, **DRIVEN},
+)
+def put_subscriber(ref: Ref, user: User, body: SubscriberIn, response: Response, svc: Svc, who: Who) -> dict[str, Any]:
     sub, created = svc.put_subscriber(who, ref, user, body.password, body.domain, body.k, body.opc, body.amf)
     response.status_code = 201 if created else 200
     return views.subscriber_json(sub)
 
 
-@router.delete("/instances/{ref}/subscribers/{user}", status_code=204, tags=["subscribers"],
-               responses={**AUTHED, **DRIVEN})
+@router.delete(
+    "/instances/{ref}/subscribers/{user}", status_code=204, tags=["subscribers"], responses={**AUTHED, **DRIVEN}
+)
 def delete_subscriber(ref: Ref, user: User, svc: Svc, who: Who) -> Response:
     svc.delete_subscriber(who, ref, user)
     return Response(status_code=204)
@@ -308,8 +381,7 @@ def openapi(app) -> dict[str, Any]:
     if app.openapi_schema is None:
         from fastapi.openapi.utils import get_openapi
 
-        doc = get_openapi(title=app.title, version=app.version, description=app.description,
-                          routes=app.routes)
+        doc = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
         for path in doc.get("paths", {}).values():
             for operation in path.values():
                 operation.get("responses", {}).pop("422", None)

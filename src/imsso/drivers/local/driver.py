@@ -8,46 +8,44 @@ from __future__ import annotations
 
 import glob
 import ipaddress
-import json
 import itertools
+import json
 import os
 import shutil
 import signal
 import sqlite3
 import sys
 import time
+from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
 
-from ... import unitkeys
-from ...model import Instance, Subscriber, Unit
-from ...planning import HTTP_PORT, SIP_PORT, Plan, UnitPlan
-from ...profiles import Profile
-from .. import DriverError
-from . import processes, probes, sipcheck
+from ... import programs, unitkeys
+from ...model import Instance, InvalidInput, Subscriber, Unit
+from ...planning import HTTP_PORT, SIP_PORT, Plan, UnitLayout, UnitPlan
+from ...profiles import Profile, Role
+from ...programs import ProbeKind, Program, SubscriberSink
+from .. import Capabilities, DriverContext, DriverError, UnitDriver
+from . import probes, processes, sipcheck
 from .kamrpc import KEY_FILE, KamailioRpc, RpcError
 
-KAMAILIO_PACKAGES = ("kamailio kamailio-extra-modules kamailio-utils-modules kamailio-sqlite-modules "
-                     "kamailio-json-modules")
-MODULE_PACKAGES = {"db_sqlite": "kamailio-sqlite-modules", "json": "kamailio-json-modules",
-                   "jansson": "kamailio-extra-modules", "presence": "kamailio-presence-modules",
-                   **{m: "kamailio-ims-modules" for m in (
-                       "cdp", "cdp_avp", "ims_auth", "ims_icscf", "ims_ipsec_pcscf", "ims_registrar_pcscf",
-                       "ims_registrar_scscf", "ims_usrloc_pcscf", "ims_usrloc_scscf", "ims_dialog")}}
 PROBE_INTERVAL = 0.01  # a refused probe answers at once (ICMP): polling fast costs little
 SUBSCRIBER_COLUMNS = "username, domain, password, ha1, ha1b"  # of the profile's subscribers.sql
-PID_FILES = {"kamailio": "kamailio.pid", "dns": "dns.pid", "hss": "hss.pid"}  # written by the programs
-HSS_DIAMETER_PORT = 3868
-HSS_STATUS_PORT = 3870
 
 
-class LocalDriver:
+class LocalDriver(UnitDriver):
     name = "local"
+    capabilities = Capabilities(live_reload=True, heal=True, management=True, probe=True)
 
     def __init__(self, data_dir: Path, address_pool: str = "127.100.0.0/16", dns_port: int = 53):
         self.data_dir = Path(data_dir)
         self.pool = ipaddress.ip_network(address_pool, strict=False)
         self.dns_port = dns_port
+
+    @classmethod
+    def build(cls, context: DriverContext) -> LocalDriver:
+        settings = context.settings
+        return cls(settings.data_dir, settings.address_pool, settings.dns_port)
 
     def allocate_address(self, instance: Instance, taken: set[str]) -> str:
         """The lowest free host of the instance's /24 (its block) in the pool."""
@@ -64,52 +62,72 @@ class LocalDriver:
     def unit_dir(self, instance: Instance, unit_name: str) -> Path:
         return self.instance_dir(instance) / "units" / unit_name
 
-    def _block(self, instance: Instance) -> ipaddress.IPv4Network:
-        return next(itertools.islice(self.pool.subnets(new_prefix=24), instance.block, None))
+    def _block(self, instance: Instance) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+        blocks: Iterator[ipaddress.IPv4Network | ipaddress.IPv6Network] = self.pool.subnets(new_prefix=24)
+        return next(itertools.islice(blocks, instance.block, None))
 
-    def layout(self, instance: Instance, unit_name: str) -> dict[str, str]:
-        return {"unit_dir": str(self.unit_dir(instance, unit_name)),
-                "subscribers_db": str(self.instance_dir(instance) / "subscribers.sqlite"),
-                "hss_subscribers": str(self.instance_dir(instance) / "hss-subscribers.json"),
-                "dns_port": str(self.dns_port),
-                "internal_net": str(self._block(instance)),
-                # Linux sends from 127.0.0.1 to any 127.x address: that is us calling the units.
-                "manager_address": "127.0.0.1"}
+    def layout(self, instance: Instance, unit_name: str) -> UnitLayout:
+        return UnitLayout(
+            unit_dir=str(self.unit_dir(instance, unit_name)),
+            subscribers_db=str(self.instance_dir(instance) / "subscribers.sqlite"),
+            hss_subscribers=str(self.instance_dir(instance) / "hss-subscribers.json"),
+            dns_port=self.dns_port,
+            internal_net=str(self._block(instance)),
+            # Linux sends from 127.0.0.1 to any 127.x address: that is us calling the units.
+            manager_address="127.0.0.1",
+        )
 
     # checks before starting anything
     def preflight(self, instance: Instance, plan: Plan, new_units: list[str]) -> None:
-        programs = {plan.unit(n).program for n in new_units}
-        if "kamailio" in programs:
-            self._check_kamailio(plan, new_units)
+        for name in sorted({plan.unit(n).program for n in new_units}):
+            program = _program(name)
+            if program.binary:
+                self._check_installed(program, [plan.unit(n) for n in new_units if plan.unit(n).program == name])
         for name in new_units:
             if self._settle(instance, plan.unit(name)) is None:
                 self._check_ports(plan.unit(name))
 
-    def _check_kamailio(self, plan: Plan, new_units: list[str]) -> None:
-        if shutil.which("kamailio") is None:
-            raise DriverError("kamailio is not installed: install the Debian packages "
-                              f"{KAMAILIO_PACKAGES} (apt-get install ...)")
-        module_dirs = glob.glob("/usr/lib/*/kamailio/modules") + glob.glob("/usr/lib/kamailio/modules")
+    @staticmethod
+    def _check_installed(program: Program, units: list[UnitPlan]) -> None:
+        """The program's binary, and the loadable modules its configs name (Kamailio's)."""
+        if shutil.which(program.binary) is None:
+            raise DriverError(
+                f"{program.binary} is not installed: install the Debian packages "
+                f"{' '.join(program.packages)} (apt-get install ...)"
+            )
+        if not program.module_packages:
+            return
+        module_dirs = glob.glob(f"/usr/lib/*/{program.binary}/modules") + glob.glob(
+            f"/usr/lib/{program.binary}/modules"
+        )
         available = {Path(p).stem for d in module_dirs for p in glob.glob(f"{d}/*.so")}
-        wanted = {line.split('"')[1].removesuffix(".so")
-                  for n in new_units for text in plan.unit(n).files.values()
-                  for line in text.splitlines() if line.strip().startswith("loadmodule")}
+        wanted = {
+            line.split('"')[1].removesuffix(".so")
+            for unit in units
+            for text in unit.files.values()
+            for line in text.splitlines()
+            if line.strip().startswith("loadmodule")
+        }
         missing = sorted(wanted - available)
         if missing:
-            packages = sorted({MODULE_PACKAGES.get(m, "kamailio") for m in missing})
-            raise DriverError(f"Kamailio modules missing: {', '.join(missing)}: install the Debian "
-                              f"packages {' '.join(packages)}")
+            packages = sorted({program.module_packages.get(m, program.packages[0]) for m in missing})
+            raise DriverError(
+                f"{program.binary.capitalize()} modules missing: {', '.join(missing)}: "
+                f"install the Debian packages {' '.join(packages)}"
+            )
 
     def _check_ports(self, unit: UnitPlan) -> None:
+        dns = _program(unit.program).ports.get(programs.DNS)
         for port in unit.ports:
-            number = self.dns_port if unit.program == "dns" else port.port
+            number = self.dns_port if port.port == dns else port.port
             if not probes.port_free(unit.address, number, port.protocol):
                 raise DriverError(
                     f"address {unit.address} port {number}/{port.protocol} for {unit.name} is in use "
-                    "by another process: stop it, or set IMSSO_ADDRESS_POOL to another 127.x.0.0/16")
+                    "by another process: stop it, or set IMSSO_ADDRESS_POOL to another 127.x.0.0/16"
+                )
 
     # units
-    def _settle(self, instance: Instance, plan: UnitPlan) -> tuple[int, float] | None:
+    def _settle(self, instance: Instance, plan: UnitPlan) -> tuple[int, float | None] | None:
         """The unit's main process if it runs (its pid file names it), else clear what it left.
 
         A main process that died leaves its children holding the unit's sockets; a main process
@@ -120,7 +138,7 @@ class LocalDriver:
         if not folder.exists():
             return None  # never started: no process can name it (folders are made before a start)
         marker = f"{folder}/"
-        pid = _read_pid(folder / PID_FILES[plan.program])
+        pid = _read_pid(folder / _program(plan.program).pid_file)
         if pid and processes.alive(pid, None, marker):
             return pid, processes.start_time(pid)
         try:
@@ -141,29 +159,27 @@ class LocalDriver:
         _private_dirs(self.data_dir, folder)
         for name, content in plan.files.items():
             _write(folder / name, content)
-        if plan.program == "kamailio":  # its config holds only the key's hash: this is for us
+        if _program(plan.program).management:  # its config holds only the key's hash: this is for us
             _write(folder / KEY_FILE, self._key(instance, unit.name) + "\n")
         unit.pid, unit.started_at = processes.spawn(self._argv(plan, folder), folder, folder / "unit.log")
         unit.detail = "started"
         return unit
 
     def _argv(self, plan: UnitPlan, folder: Path) -> list[str]:
-        if plan.program == "kamailio":
-            # -DD: stay in the foreground so the pid we hold is Kamailio's main process;
-            # -E: log to stderr, which is the unit's log file.
-            return ["kamailio", "-DD", "-E", "-f", str(folder / "kamailio.cfg"),
-                    "-P", str(folder / PID_FILES["kamailio"]), "-Y", str(folder), "-m", str(plan.shm_mb),
-                    "-M", "8"]
-        if plan.program == "dns":
-            return [sys.executable, "-m", "imsso.dns.server", "--zone", str(folder / "zone.json"),
-                    "--listen", plan.address, "--port", str(self.dns_port),
-                    "--pidfile", str(folder / PID_FILES["dns"])]
-        if plan.program == "hss":
-            return [sys.executable, "-m", "imsso.hss.server", "--listen", plan.address,
-                    "--port", str(HSS_DIAMETER_PORT), "--config", str(folder / "hss.json"),
-                    "--subscribers", str(self.instance_dir_of(folder) / "hss-subscribers.json"),
-                    "--status-port", str(HSS_STATUS_PORT), "--pidfile", str(folder / PID_FILES["hss"])]
-        raise DriverError(f"the local driver cannot run program '{plan.program}' of {plan.name}")
+        program = _program(plan.program)
+        if not (program.binary or program.python_module):
+            raise DriverError(f"the local driver cannot run program '{plan.program}' of {plan.name}")
+        return program.argv(
+            programs.UnitPaths(
+                unit_dir=str(folder),
+                run_dir=str(folder),
+                address=plan.address,
+                shm_mb=plan.shm_mb,
+                dns_port=self.dns_port,
+                hss_subscribers=str(self.instance_dir_of(folder) / "hss-subscribers.json"),
+                python=(sys.executable, "-m", program.python_module),
+            )
+        )
 
     @staticmethod
     def instance_dir_of(unit_folder: Path) -> Path:
@@ -176,12 +192,16 @@ class LocalDriver:
                 return
             if not processes.alive(unit.pid, unit.started_at, f"{folder}/"):
                 code = processes.exit_code(unit.pid) if unit.pid else None
-                raise DriverError(f"{unit.name} exited{f' with status {code}' if code is not None else ''}"
-                                  " before answering its probe",
-                                  processes.log_tail(folder / "unit.log"))
+                raise DriverError(
+                    f"{unit.name} exited{f' with status {code}' if code is not None else ''}"
+                    " before answering its probe",
+                    processes.log_tail(folder / "unit.log"),
+                )
             if time.monotonic() > deadline:
-                raise DriverError(f"{unit.name} did not answer its {plan.probe} probe at {plan.address} "
-                                  "in time", processes.log_tail(folder / "unit.log"))
+                raise DriverError(
+                    f"{unit.name} did not answer its {plan.probe} probe at {plan.address} in time",
+                    processes.log_tail(folder / "unit.log"),
+                )
             time.sleep(PROBE_INTERVAL)
 
     def _probe(self, instance: Instance, plan: UnitPlan) -> bool:
@@ -189,14 +209,17 @@ class LocalDriver:
 
     def answers(self, instance: Instance, unit: Unit | UnitPlan, probe: str) -> bool:
         """Whether the unit answers its probe now (one try, half a second)."""
-        if probe == "sip-options":
-            return probes.sip_options(unit.address, SIP_PORT, timeout=0.5) is not None
-        if probe == "dns":
-            return probes.dns_query(unit.address, self.dns_port, f"ns.{instance.domain}", "A",
-                                    timeout=0.5) is not None
-        if probe == "hss-status":
-            return probes.http_ok(f"http://{unit.address}:{HSS_STATUS_PORT}/status", timeout=0.5)
-        raise DriverError(f"unknown probe '{probe}' for {unit.name}")
+        try:
+            spec = programs.probe_owner(probe)
+        except InvalidInput:
+            raise DriverError(f"unknown probe '{probe}' for {unit.name}") from None
+        if spec.kind == ProbeKind.SIP:
+            return probes.sip_options(unit.address, spec.port, timeout=0.5) is not None
+        if spec.kind == ProbeKind.DNS:  # the DNS units listen on the driver's port, not the standard one
+            return probes.dns_query(unit.address, self.dns_port, f"ns.{instance.domain}", "A", timeout=0.5) is not None
+        if spec.kind == ProbeKind.HTTP:
+            return probes.http_ok(f"http://{unit.address}:{spec.port}{spec.path}", timeout=0.5)
+        raise DriverError(f"probe '{probe}' of {unit.name} needs a {spec.kind} check this driver lacks")
 
     def changed_files(self, instance: Instance, unit: Unit, plan: UnitPlan) -> list[str]:
         folder = self.unit_dir(instance, unit.name)
@@ -222,7 +245,7 @@ class LocalDriver:
         if how == "at-start":
             return f"{name} of {unit.name} written (read at its next start)"
         if how == "signal":
-            if not self.is_alive(instance, unit):  # never signal a pid that is not the unit's
+            if unit.pid is None or not self.is_alive(instance, unit):  # never signal another's pid
                 raise DriverError(f"{unit.name} is not running: cannot reload {name}")
             os.kill(unit.pid, signal.SIGHUP)
             return f"{name} reloaded in {unit.name} (SIGHUP)"
@@ -278,13 +301,12 @@ class LocalDriver:
         return processes.alive(unit.pid, unit.started_at, f"{self.unit_dir(instance, unit.name)}/")
 
     # subscribers and service checks
-    def sync_subscribers(self, instance: Instance, profile: Profile, subscribers: list[Subscriber]
-                         ) -> None:
+    def sync_subscribers(self, instance: Instance, profile: Profile, subscribers: list[Subscriber]) -> None:
         path = self.instance_dir(instance) / "subscribers.sqlite"
         _private_dirs(self.data_dir, path.parent)  # the tables hold passwords
         if not path.exists():  # SQLite gives its -wal and -shm files the database's mode
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
-        if any(role.program == "hss" for role in profile.roles.values()):
+        if _sink_roles(profile, SubscriberSink.HSS_FILE):
             self._sync_hss(instance, profile, subscribers)
         schema = profile.extra_files.get("subscribers.sql")
         if schema is None:
@@ -298,35 +320,46 @@ class LocalDriver:
                 if sorted(db.execute(f"SELECT {SUBSCRIBER_COLUMNS} FROM subscriber")) == wanted:
                     return
                 db.execute("DELETE FROM subscriber")
-                db.executemany(f"INSERT INTO subscriber ({SUBSCRIBER_COLUMNS}) VALUES (?, ?, ?, ?, ?)",
-                               wanted)
+                db.executemany(f"INSERT INTO subscriber ({SUBSCRIBER_COLUMNS}) VALUES (?, ?, ?, ?, ?)", wanted)
         except sqlite3.Error as exc:
             raise DriverError(f"could not write the subscriber table of {instance.name}", str(exc)) from exc
 
     def _sync_hss(self, instance: Instance, profile: Profile, subscribers: list[Subscriber]) -> None:
         """The HSS's subscriber file, then a SIGHUP to the HSS units that run (no restart)."""
         path = self.instance_dir(instance) / "hss-subscribers.json"
-        entries = [{"impi": f"{s.user}@{s.domain}", "impus": [s.aor], "password": s.password or None,
-                    "k": s.k or None, "opc": s.opc or None, "amf": s.amf, "sqn": 0}
-                   for s in subscribers]
+        entries = [
+            {
+                "impi": f"{s.user}@{s.domain}",
+                "impus": [s.aor],
+                "password": s.password or None,
+                "k": s.k or None,
+                "opc": s.opc or None,
+                "amf": s.amf,
+                "sqn": 0,
+            }
+            for s in subscribers
+        ]
         text = json.dumps({"realm": instance.domain, "subscribers": entries}, indent=1) + "\n"
         if _read(path) == text:
             return
         _write(path, text)
-        for role in (r for r in profile.roles.values() if r.program == "hss"):
+        for role in _sink_roles(profile, SubscriberSink.HSS_FILE):
             for folder in self.instance_dir(instance).glob(f"units/{role.name}-*"):
-                pid = _read_pid(folder / PID_FILES["hss"])
+                pid = _read_pid(folder / _program(role.program).pid_file)
                 if pid and processes.alive(pid, None, f"{folder}/"):
                     os.kill(pid, signal.SIGHUP)
 
-    def check_service(self, instance: Instance, plan: Plan, subscriber: Subscriber | None,
-                      deadline: float) -> str:
+    def check_service(self, instance: Instance, plan: Plan, subscriber: Subscriber | None, deadline: float) -> str:
         entry = plan.role_units(plan.entry)[0]
         last = ""
         while time.monotonic() < deadline:
-            result = sipcheck.register(entry.address, SIP_PORT, instance.domain,
-                                       subscriber.user if subscriber else "imsso-probe",
-                                       *_digest_secret(subscriber))
+            result = sipcheck.register(
+                entry.address,
+                SIP_PORT,
+                instance.domain,
+                subscriber.user if subscriber else "imsso-probe",
+                *_digest_secret(subscriber),
+            )
             if result.ok:
                 return result.summary
             last = result.summary
@@ -352,6 +385,18 @@ class LocalDriver:
         return done
 
 
+def _program(name: str) -> Program:
+    try:
+        return programs.get(name)
+    except InvalidInput as exc:
+        raise DriverError(f"the local driver cannot run program '{name}'", exc.message) from None
+
+
+def _sink_roles(profile: Profile, sink: str) -> list[Role]:
+    """The roles whose program takes its subscribers through `sink`."""
+    return [r for r in profile.roles.values() if _program(r.program).subscriber_sink == sink]
+
+
 def _digest_secret(sub: Subscriber | None) -> tuple[str | None, str]:
     """(password, HA1) the readiness REGISTER answers its challenge with; (None, "") to stop at
     the challenge (no subscriber, or one without digest credentials)."""
@@ -366,7 +411,7 @@ def _private_dirs(top: Path, folder: Path) -> None:
     if top not in below:
         raise DriverError(f"{folder} is not inside the data folder {top}")
     top.mkdir(mode=0o700, parents=True, exist_ok=True)  # normally made by the service at its start
-    for level in reversed(below[:below.index(top)]):
+    for level in reversed(below[: below.index(top)]):
         level.mkdir(mode=0o700, exist_ok=True)
         level.chmod(0o700)
 

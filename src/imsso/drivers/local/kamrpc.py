@@ -15,6 +15,8 @@ from typing import Any
 import httpx
 import psutil
 
+from ...programs.kamailio import PROGRAM as KAMAILIO
+
 KEY_FILE = "management.key"
 
 # Kamailio's HTTP workers are few: never hold one with a kept-alive connection.
@@ -28,8 +30,7 @@ class RpcError(Exception):
 class KamailioRpc:
     _ids = itertools.count(1)
 
-    def __init__(self, address: str, port: int = 5080, timeout: float = 2.0, key: str | None = None
-                 ) -> None:
+    def __init__(self, address: str, port: int = 5080, timeout: float = 2.0, key: str | None = None) -> None:
         host = f"[{address}]" if ":" in address else address
         self.base = f"http://{host}:{port}"
         self.timeout = timeout
@@ -47,8 +48,10 @@ class KamailioRpc:
             error = answer["error"]  # Kamailio may send this with an HTTP error status too
             raise RpcError(f"{self.base} {method}: error {error.get('code')}: {error.get('message')}")
         if response.is_error:
-            raise RpcError(f"{self.base} {method}: HTTP {response.status_code} {response.reason_phrase}"
-                           f": {response.text.strip()[:200]}")
+            raise RpcError(
+                f"{self.base} {method}: HTTP {response.status_code} {response.reason_phrase}"
+                f": {response.text.strip()[:200]}"
+            )
         if not isinstance(answer, dict) or "result" not in answer:
             raise RpcError(f"{self.base} {method}: not a JSON-RPC answer: {response.text[:200]!r}")
         return answer["result"]
@@ -63,9 +66,9 @@ class KamailioRpc:
     def _send(self, verb: str, path: str, what: str, json: Any = None) -> httpx.Response:
         try:
             # trust_env off: a proxy from the environment must not catch loopback calls
-            return httpx.request(verb, self.base + path, json=json, headers=self.headers,
-                                 timeout=self.timeout,
-                                 trust_env=False)
+            return httpx.request(
+                verb, self.base + path, json=json, headers=self.headers, timeout=self.timeout, trust_env=False
+            )
         except httpx.HTTPError as exc:
             raise RpcError(f"{self.base} {what}: {type(exc).__name__}: {str(exc) or 'no detail'}") from exc
 
@@ -78,7 +81,7 @@ def local_key(address: str, port: int = 5080) -> str | None:
     listen = f"listen=tcp:{address}:{port}\n"
     for proc in psutil.process_iter(["name", "cmdline"]):
         argv = proc.info["cmdline"] or []
-        if proc.info["name"] != "kamailio" or "-f" not in argv[:-1]:
+        if proc.info["name"] != KAMAILIO.binary or "-f" not in argv[:-1]:
             continue
         config = Path(argv[argv.index("-f") + 1])
         try:

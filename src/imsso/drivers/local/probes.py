@@ -113,8 +113,9 @@ def _exchange(address: str, port: int, query: bytes, tcp: bool, deadline: float)
         return _exchange_tcp(sock, query, deadline) if tcp else _exchange_udp(sock, query, deadline)
 
 
-def dns_query(address: str, port: int, name: str, rtype: str = "A", timeout: float = 1.0,
-              *, tcp: bool = False) -> list[str] | None:
+def dns_query(
+    address: str, port: int, name: str, rtype: str = "A", timeout: float = 1.0, *, tcp: bool = False
+) -> list[str] | None:
     """The answer section as text (empty for NXDOMAIN or no data); None when nothing answers in time.
 
     A truncated UDP answer is asked again over TCP, as a resolver would.

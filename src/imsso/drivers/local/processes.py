@@ -16,6 +16,7 @@ from pathlib import Path
 
 import psutil
 
+
 class ProcessError(Exception):
     pass
 
@@ -30,8 +31,16 @@ _lock = threading.Lock()
 def spawn(argv: list[str], cwd: Path, log: Path) -> tuple[int, float]:
     """Start `argv` in a session of its own (it outlives us); return its pid and start time."""
     with open(log, "ab", opener=_private) as out:
-        proc = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                                start_new_session=True, preexec_fn=_unit_limits, close_fds=True)
+        proc = subprocess.Popen(
+            argv,
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=out,
+            start_new_session=True,
+            preexec_fn=_unit_limits,
+            close_fds=True,
+        )
     with _lock:
         _children[proc.pid] = proc
         _exited.pop(proc.pid, None)
@@ -111,8 +120,9 @@ def stop(marker: str, pid: int | None, timeout: float = 5.0) -> list[int]:
     while time.monotonic() < deadline and _any_alive(victims):
         time.sleep(0.05)
     if _any_alive(victims):
-        raise ProcessError(f"processes of {marker} survived SIGKILL: "
-                           f"{sorted(p for p in victims if psutil.pid_exists(p))}")
+        raise ProcessError(
+            f"processes of {marker} survived SIGKILL: {sorted(p for p in victims if psutil.pid_exists(p))}"
+        )
     return sorted(victims)
 
 

@@ -21,8 +21,7 @@ class RegisterResult:
     summary: str
 
 
-def register(proxy: str, port: int, domain: str, user: str, password: str | None,
-             ha1: str = "") -> RegisterResult:
+def register(proxy: str, port: int, domain: str, user: str, password: str | None, ha1: str = "") -> RegisterResult:
     """With a password: 401 then 200 is ok. Without: a 401 challenge (or, with an HSS, a 403 for the
     unknown probe identity) is ok: the path works. `ha1` (MD5(user:realm:password) for the domain
     as realm) answers the challenge where only HA1 is kept."""
@@ -37,8 +36,10 @@ def register(proxy: str, port: int, domain: str, user: str, password: str | None
         if password is None and status == 403:
             # With an HSS, an unknown identity is refused at the I-CSCF once the HSS said so:
             # P-CSCF, I-CSCF and HSS answered, which is what can be proven without a subscriber.
-            return RegisterResult(True, f"REGISTER {user}@{domain} refused (403) through {proxy}: "
-                                        "the registration path and the HSS answer")
+            return RegisterResult(
+                True,
+                f"REGISTER {user}@{domain} refused (403) through {proxy}: the registration path and the HSS answer",
+            )
         if status != 401:
             return RegisterResult(False, f"REGISTER {user}@{domain} got {status}, expected 401")
         if password is None:
@@ -55,8 +56,16 @@ def register(proxy: str, port: int, domain: str, user: str, password: str | None
         return RegisterResult(True, f"REGISTER {user}@{domain} through {proxy}: 401 then 200")
 
 
-def _exchange(sock: socket.socket, proxy: str, port: int, domain: str, user: str, call_id: str,
-              cseq: int, authorization: str | None) -> tuple[int, dict[str, str]] | None:
+def _exchange(
+    sock: socket.socket,
+    proxy: str,
+    port: int,
+    domain: str,
+    user: str,
+    call_id: str,
+    cseq: int,
+    authorization: str | None,
+) -> tuple[int, dict[str, str]] | None:
     local_host, local_port = sock.getsockname()
     branch = "z9hG4bK" + secrets.token_hex(8)
     lines = [
@@ -79,14 +88,14 @@ def _exchange(sock: socket.socket, proxy: str, port: int, domain: str, user: str
             status, headers = _parse(data.decode(errors="replace"))
             if headers.get("call-id") == call_id and status >= 200:
                 return status, headers
-    except (socket.timeout, ValueError):
+    except (TimeoutError, ValueError):
         return None
 
 
 def _parse(text: str) -> tuple[int, dict[str, str]]:
     head = text.split("\r\n\r\n", 1)[0].split("\r\n")
     status = int(head[0].split()[1])
-    headers = {}
+    headers: dict[str, str] = {}
     for line in head[1:]:
         name, _, value = line.partition(":")
         headers.setdefault(name.strip().lower(), value.strip())
@@ -100,8 +109,7 @@ def _challenge(header: str) -> dict[str, str] | None:
     return params if "nonce" in params and "realm" in params else None
 
 
-def _authorization(user: str, password: str, domain: str, challenge: dict[str, str], ha1: str = ""
-                   ) -> str:
+def _authorization(user: str, password: str, domain: str, challenge: dict[str, str], ha1: str = "") -> str:
     realm, nonce = challenge["realm"], challenge["nonce"]
     uri = f"sip:{domain}"
     ha1 = ha1 or _md5(f"{user}:{realm}:{password}")

@@ -13,50 +13,34 @@ import difflib
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
-import openstack
 import openstack.connection
 import yaml
 from keystoneauth1 import exceptions as ks_exc
 from keystoneauth1 import session as ks_session
 from keystoneauth1.identity import v3
+
+import openstack
 from openstack import exceptions as os_exc
 
-from .. import DriverError
+from .. import DriverError, PlanRequest, PlanStatus
 
 CLOUD_ERRORS = (os_exc.SDKException, ks_exc.ClientException)  # the SDK's, and the transport's
 TRANSIENT = (ks_exc.ConnectFailure, ks_exc.ConnectTimeout, ks_exc.ServiceUnavailable)
 POLL = 0.5  # seconds between stack status reads: a Heat action takes seconds
 
 
-@dataclass
-class StackRequest:
-    """What a create or update sends: the template, the environment and the files they name."""
-
-    name: str
-    template: dict[str, Any]
-    environment: dict[str, Any] = field(default_factory=dict)
-    files: dict[str, str] = field(default_factory=dict)
-    timeout_mins: int = 60
-
-
-@dataclass
-class StackStatus:
-    id: str
-    name: str
-    status: str        # Heat's words: CREATE_COMPLETE, UPDATE_FAILED ...
-    reason: str
-    outputs: dict[str, str] = field(default_factory=dict)
+# A stack request and status are the plan drivers' neutral types, under Heat's names here.
+StackRequest = PlanRequest
+StackStatus = PlanStatus
 
 
 class Credentials:
     """How to reach a tenant's Heat. Tokens are kept in memory only: after a restart, the tenant's
     next request brings a fresh one (cloud mode needs none)."""
 
-    def __init__(self, catalog: Callable[[str], list[dict]] | None, region: str, cloud: str,
-                 auth_url: str = ""):
+    def __init__(self, catalog: Callable[[str], list[dict]] | None, region: str, cloud: str, auth_url: str = ""):
         self.catalog = catalog
         self.auth_url = auth_url  # Keystone v3, for the tenant's token
         self.region = region
@@ -71,8 +55,10 @@ class Credentials:
     def connect(self, tenant: str) -> openstack.connection.Connection:
         if self.catalog is None:
             if not self.cloud:
-                raise DriverError("the openstack driver needs Keystone (DESIGN_URI or IMSSO_KEYSTONE_URL) "
-                                  "or a clouds.yaml account (IMSSO_OS_CLOUD)")
+                raise DriverError(
+                    "the openstack driver needs Keystone (DESIGN_URI or IMSSO_KEYSTONE_URL) "
+                    "or a clouds.yaml account (IMSSO_OS_CLOUD)"
+                )
             try:
                 return openstack.connect(cloud=self.cloud, region_name=self.region or None)
             except os_exc.OpenStackCloudException as exc:
@@ -80,8 +66,10 @@ class Credentials:
         with self._lock:
             token = self._tokens.get(tenant)
         if token is None:
-            raise DriverError(f"no Keystone token of project {tenant} since the orchestrator started: "
-                              "send the request again (it brings a fresh token)")
+            raise DriverError(
+                f"no Keystone token of project {tenant} since the orchestrator started: "
+                "send the request again (it brings a fresh token)"
+            )
         self.orchestration_endpoint(token, tenant)  # a clear error when the catalog has none
         # Token auth scoped to the tenant's project: the SDK reads the same catalog and does Heat's
         # version discovery itself.
@@ -91,16 +79,21 @@ class Credentials:
 
     def orchestration_endpoint(self, token: str, tenant: str) -> str:
         """The public orchestration endpoint of the token's catalog, in the configured region."""
+        if self.catalog is None:
+            raise DriverError("no Keystone catalog to find Heat in: set DESIGN_URI or IMSSO_KEYSTONE_URL")
         for service in self.catalog(token):
             if service.get("type") != "orchestration":
                 continue
             for endpoint in service.get("endpoints", []):
                 if endpoint.get("interface") == "public" and (
-                        not self.region or self.region in (endpoint.get("region"), endpoint.get("region_id"))):
+                    not self.region or self.region in (endpoint.get("region"), endpoint.get("region_id"))
+                ):
                     return endpoint["url"].rstrip("/")
         where = f" in region {self.region}" if self.region else ""
-        raise DriverError(f"the catalog of project {tenant} has no public orchestration (Heat) "
-                          f"endpoint{where}: ask the cloud's operator, or set IMSSO_OS_REGION")
+        raise DriverError(
+            f"the catalog of project {tenant} has no public orchestration (Heat) "
+            f"endpoint{where}: ask the cloud's operator, or set IMSSO_OS_REGION"
+        )
 
 
 def find(conn, stack_id: str, name: str):
@@ -115,28 +108,31 @@ def find(conn, stack_id: str, name: str):
     return None
 
 
-def create_or_update(conn, stack_id: str, request: StackRequest, record_id: Callable[[str], None],
-                     deadline: float) -> StackStatus:
+def create_or_update(
+    conn, stack_id: str, request: StackRequest, record_id: Callable[[str], None], deadline: float
+) -> StackStatus:
     """Create the stack, or update it to `request`; wait for Heat to finish, fail with its reason."""
     stack = find(conn, stack_id, request.name)
     if stack is not None and stack.status.endswith("IN_PROGRESS"):
         stack = _wait(conn, stack.id, deadline)  # ours, from before a restart: let it end first
-    body = {"template": request.template, "environment": request.environment, "files": request.files,
-            "timeout_mins": request.timeout_mins}
+    body = {
+        "template": request.template,
+        "environment": request.environment,
+        "files": request.files,
+        "timeout_mins": request.timeout_mins,
+    }
     try:
         if stack is None:
             stack = conn.orchestration.create_stack(name=request.name, disable_rollback=True, **body)
         else:
             conn.orchestration.update_stack(stack, **body)
     except CLOUD_ERRORS as exc:
-        raise _error(f"Heat refused the {'update' if stack else 'creation'} of stack {request.name}",
-                     exc) from exc
+        raise _error(f"Heat refused the {'update' if stack else 'creation'} of stack {request.name}", exc) from exc
     record_id(stack.id)
     final = _wait(conn, stack.id, deadline)
     status = _status(conn, final)
     if not status.status.endswith("_COMPLETE"):
-        raise DriverError(f"stack {request.name} is {status.status}: {status.reason}",
-                          _failed_resources(conn, final))
+        raise DriverError(f"stack {request.name} is {status.status}: {status.reason}", _failed_resources(conn, final))
     return status
 
 
@@ -153,8 +149,9 @@ def delete(conn, stack_id: str, name: str, deadline: float) -> str:
         if current is None:
             return f"deleted stack {name} ({stack.id})"
         if current.status == "DELETE_FAILED":
-            raise DriverError(f"stack {name} is DELETE_FAILED: {current.status_reason}",
-                              _failed_resources(conn, current))
+            raise DriverError(
+                f"stack {name} is DELETE_FAILED: {current.status_reason}", _failed_resources(conn, current)
+            )
         time.sleep(POLL)
     raise DriverError(f"stack {name} was not deleted in time (still {current.status})")
 
@@ -163,8 +160,11 @@ def preview(conn, stack_id: str, request: StackRequest) -> dict[str, Any]:
     """What an update would do, without doing it: Heat's own preview and the template's diff."""
     stack = find(conn, stack_id, request.name)
     if stack is None:
-        return {"stack": None, "action": "create",
-                "resources": {"added": sorted(request.template.get("resources", {}))}}
+        return {
+            "stack": None,
+            "action": "create",
+            "resources": {"added": sorted(request.template.get("resources", {}))},
+        }
     body = {"template": request.template, "environment": request.environment, "files": request.files}
     try:
         live = conn.orchestration.get_stack_template(stack).to_dict()
@@ -175,15 +175,22 @@ def preview(conn, stack_id: str, request: StackRequest) -> dict[str, Any]:
         changes = response.json().get("resource_changes", {})
     except CLOUD_ERRORS as exc:
         raise _error(f"Heat refused to preview the update of stack {request.name}", exc) from exc
-    summary = {key: sorted(r.get("resource_name", "?") for r in changes.get(key, []))
-               for key in ("added", "deleted", "replaced", "updated")}
-    return {"stack": {"id": stack.id, "status": stack.status}, "action": "update", "resources": summary,
-            "diff": template_diff(_clean(live), request.template)
-            + template_diff(_clean(live_env), request.environment, "environment")}
+    summary = {
+        key: sorted(r.get("resource_name", "?") for r in changes.get(key, []))
+        for key in ("added", "deleted", "replaced", "updated")
+    }
+    return {
+        "stack": {"id": stack.id, "status": stack.status},
+        "action": "update",
+        "resources": summary,
+        "diff": template_diff(_clean(live), request.template)
+        + template_diff(_clean(live_env), request.environment, "environment"),
+    }
 
 
 def template_diff(live: dict[str, Any], new: dict[str, Any], label: str = "template") -> str:
     """A unified diff of two templates as YAML (keys sorted, so only real changes show)."""
+
     def lines(doc: dict[str, Any]) -> list[str]:
         return yaml.dump(doc, Dumper=_BlockDumper, sort_keys=True, width=1000).splitlines(keepends=True)
 
@@ -230,10 +237,10 @@ def _status(conn, stack) -> StackStatus:
         full = conn.orchestration.get_stack(stack.id)
     except CLOUD_ERRORS as exc:
         raise _error(f"cannot read the outputs of stack {stack.name}", exc) from exc
-    outputs = {o["output_key"]: str(o["output_value"]) for o in (full.outputs or [])
-               if o.get("output_value") not in (None, "")}
-    return StackStatus(id=full.id, name=full.name, status=full.status, reason=full.status_reason or "",
-                       outputs=outputs)
+    outputs = {
+        o["output_key"]: str(o["output_value"]) for o in (full.outputs or []) if o.get("output_value") not in (None, "")
+    }
+    return StackStatus(id=full.id, name=full.name, status=full.status, reason=full.status_reason or "", outputs=outputs)
 
 
 def _failed_resources(conn, stack) -> str:

@@ -4,6 +4,7 @@ Revision ID: 0001
 Revises:
 Create Date: 2026-11-28
 """
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -46,15 +47,26 @@ def upgrade() -> None:
         sa.Column("created_at", TS, nullable=False),
         sa.Column("updated_at", TS, nullable=False),
     )
-    op.create_index("uq_instances_tenant_name_live", "instances", ["tenant", "name"], unique=True,
-                    sqlite_where=NOT_DISPOSED, postgresql_where=NOT_DISPOSED)
-    op.create_index("uq_instances_block_live", "instances", ["block"], unique=True,
-                    sqlite_where=NOT_DISPOSED, postgresql_where=NOT_DISPOSED)
+    op.create_index(
+        "uq_instances_tenant_name_live",
+        "instances",
+        ["tenant", "name"],
+        unique=True,
+        sqlite_where=NOT_DISPOSED,
+        postgresql_where=NOT_DISPOSED,
+    )
+    op.create_index(
+        "uq_instances_block_live",
+        "instances",
+        ["block"],
+        unique=True,
+        sqlite_where=NOT_DISPOSED,
+        postgresql_where=NOT_DISPOSED,
+    )
     op.create_table(
         "units",
         sa.Column("id", sa.String(36), primary_key=True),
-        sa.Column("instance_id", sa.String(36), sa.ForeignKey("instances.id"), nullable=False,
-                  index=True),
+        sa.Column("instance_id", sa.String(36), sa.ForeignKey("instances.id"), nullable=False, index=True),
         sa.Column("name", sa.String(64), nullable=False),
         sa.Column("role", sa.String(32), nullable=False),
         sa.Column("idx", sa.Integer, nullable=False),
@@ -68,8 +80,7 @@ def upgrade() -> None:
     op.create_table(
         "operations",
         sa.Column("id", sa.String(36), primary_key=True),
-        sa.Column("instance_id", sa.String(36), sa.ForeignKey("instances.id"), nullable=False,
-                  index=True),
+        sa.Column("instance_id", sa.String(36), sa.ForeignKey("instances.id"), nullable=False, index=True),
         sa.Column("kind", sa.String(32), nullable=False),
         sa.Column("params", sa.JSON, nullable=False),
         sa.Column("state", sa.String(32), nullable=False, index=True),
@@ -83,8 +94,7 @@ def upgrade() -> None:
     op.create_table(
         "events",
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-        sa.Column("instance_id", sa.String(36), sa.ForeignKey("instances.id"), nullable=False,
-                  index=True),
+        sa.Column("instance_id", sa.String(36), sa.ForeignKey("instances.id"), nullable=False, index=True),
         sa.Column("time", TS, nullable=False),
         sa.Column("kind", sa.String(32), nullable=False),
         sa.Column("message", sa.Text, nullable=False),
